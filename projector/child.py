@@ -1,0 +1,91 @@
+"""The supervised child: start it, signal it, reap it, and turn its end into our exit status.
+
+What a PID-1 supervisor owes its child (as tini and dumb-init do it): the child gets its own process
+group and, on a terminal we own, the foreground, so that the terminal's Ctrl-C reaches it once, not twice;
+signals go to the child's pid only, never to a process group of which unrelated processes could be part;
+every zombie is reaped, not only the child's; and a child killed by signal N becomes exit status 128+N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+# Exit statuses a shell uses for a command it cannot run; operators already know them.
+NOT_FOUND = 127
+NOT_EXECUTABLE = 126
+
+
+class StartError(Exception):
+    """The command could not be started; ``status`` is the exit status to end with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Child:
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.argv = argv
+        self.env = env
+        self.pid: int | None = None
+        # Held so that subprocess never reaps the child behind our back (it polls Popen objects it
+        # finds unreferenced); we reap with waitpid(-1) instead and record the status here.
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        try:
+            process = subprocess.Popen(self.argv, env=self.env, process_group=0)
+        except FileNotFoundError:
+            raise StartError(f"cannot start {self.argv[0]!r}: no such file or command", NOT_FOUND) from None
+        except OSError as exc:
+            raise StartError(f"cannot start {self.argv[0]!r}: {exc.strerror}", NOT_EXECUTABLE) from None
+        self._process, self.pid = process, process.pid
+        _give_terminal(process.pid)
+
+    def signal(self, sig: int) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def reap(self) -> int | None:
+        """Collect every exited process; the child's exit status (128+N for signal N) once it is gone."""
+        code = reap_all().get(self.pid) if self.pid is not None else None
+        if code is None or self._process is None:
+            return None
+        self._process.returncode, self.pid = code, None
+        return 128 - code if code < 0 else code
+
+
+def reap_all() -> dict[int, int]:
+    """Reap every exited process (as PID 1, orphans too); pid -> exit code, -N for signal N."""
+    reaped: dict[int, int] = {}
+    while True:
+        try:
+            pid, wait_status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped[pid] = os.waitstatus_to_exitcode(wait_status)
+
+
+def _give_terminal(pgid: int) -> None:
+    """Hand the terminal's foreground to the child's group, if the terminal's foreground is ours."""
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd) or os.tcgetpgrp(fd) != os.getpgrp():
+            return
+    except (OSError, ValueError):
+        return
+    # tcsetpgrp from a group that is about to lose the foreground would stop us with SIGTTOU.
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, pgid)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, previous)

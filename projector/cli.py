@@ -1,0 +1,98 @@
+"""The command line: parse flags, check the environment, wire the parts, and choose the exit status.
+
+Exit statuses: the child's own (128+N if a signal N killed it); 0 after ``--once`` or when a sidecar
+is stopped; 2 for a usage error (one line on stderr naming the flag or variable, before anything is
+written); 1 when the target cannot be prepared; 126/127 when the command cannot be started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from importlib.metadata import version
+from typing import NoReturn
+
+from .child import StartError
+from .dispenser import Dispenser
+from .settings import UsageError, load_etcd_config, load_options
+from .writer import WriteError
+
+PROG = "etcd-config-dispenser"
+USAGE = f"{PROG} --prefix=PREFIX --target=DIR [options] [-- command [args...]]"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+log = logging.getLogger("projector")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the usage block too; a usage error here is one line.
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        usage=USAGE,
+        description="Project every key under an etcd prefix into a directory, atomically, start the "
+        "command, and signal it whenever the files change. etcd is configured by ETCD_* variables.",
+    )
+    add = parser.add_argument
+    add("-p", "--prefix", required=True, help="etcd prefix to project; a directory: /certs is /certs/")
+    add("-t", "--target", required=True, help="directory to project into (created if missing)")
+    add("-s", "--signal", help="signal for the command after each change (name or number); none if unset")
+    add("-m", "--mode", default="600", help="octal mode of the files (default 600)")
+    add("-o", "--owner", help="owner of the files: user name or uid (root only, unless it is you)")
+    add("-g", "--group", help="group of the files: group name or gid")
+    add("--once", action="store_true", help="project once and exit (for init containers)")
+    add("--fsync", action="store_true", help="flush files and directories to disk around each swap")
+    add("--log-level", choices=LOG_LEVELS, default="info", help="default info")
+    add("--version", action="version", version=f"{PROG} {version('etcd-config-dispenser')}")
+    return parser
+
+
+def parse(argv: list[str]) -> dict[str, object]:
+    """Flags before ``--``, the command after it."""
+    flags, command = argv, []
+    if "--" in argv:
+        split = argv.index("--")
+        flags, command = argv[:split], argv[split + 1 :]
+    parsed = vars(_parser().parse_args(flags))
+    if parsed["once"] and command:
+        raise UsageError("--once projects and exits; it takes no command after --")
+    return {**parsed, "command": command}
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    try:
+        options = load_options(**parse(sys.argv[1:] if argv is None else argv))
+        etcd = load_etcd_config()
+        if options.target.exists() and not options.target.is_dir():
+            raise UsageError(f"--target: {str(options.target)!r} exists and is not a directory")
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    _configure_logging(options.log_level)
+    log.info("projecting %s from %s into %s", options.prefix.decode(), etcd.describe(), options.target)
+    try:
+        sys.exit(Dispenser(options, etcd).run())
+    except WriteError as exc:
+        log.error("cannot prepare the target: %s", exc)
+        sys.exit(1)
+    except StartError as exc:
+        log.error("%s", exc)
+        sys.exit(exc.status)
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(
+        "%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"
+    )
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,253 @@
+"""The loop that ties it together: etcd batches -> key table -> generation on disk -> one signal.
+
+Everything arrives on one queue: batches from the source thread, signals we receive, and the note that a
+child process exited. The main thread takes what is there, applies all waiting batches as one change (a
+catch-up run becomes one generation and one signal), and answers the rest. Only the main thread writes
+the target or touches the child.
+
+Memory holds a digest per key, not values: a value is kept only while it is not on disk (changed since
+the last successful write, or valid but refused because it conflicts with another key or a file the
+operator keeps in the target), so that a failed write can be retried and a refused key projected once
+its conflict goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from .child import Child, reap_all
+from .keys import PathTable, Plan, RefusedKey, printable
+from .settings import EtcdConfig, Options, child_environment
+from .source import Batch, Source
+from .writer import WriteError, Writer, digest
+
+FORWARDED = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGABRT,
+)
+STOPPING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGQUIT})
+RETRY_FIRST = 0.5
+RETRY_MAX = 30.0
+GARBAGE_TICK = 1.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A signal that the main loop has to decide about (no child to forward it to)."""
+
+    signum: int
+
+
+class ChildEvent:
+    """SIGCHLD: some process ended and waits to be reaped."""
+
+
+Event = Batch | Received | ChildEvent
+
+
+class Dispenser:
+    def __init__(self, options: Options, etcd: EtcdConfig) -> None:
+        self.options = options
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
+        self.source = Source(etcd, options.prefix, self.events.put)
+        self.child = Child(options.command, child_environment()) if options.command else None
+        self.table = PathTable(options.prefix)
+        self.digests: dict[bytes, bytes] = {}
+        self.held: dict[bytes, bytes] = {}
+        self.warned: dict[bytes, str] = {}
+        self.revision = 0
+        self.retry_at: float | None = None
+        self.retry_delay = RETRY_FIRST
+
+    # -- the run -------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Project, start the child, keep projecting; the exit status to end with."""
+        self._install_signal_handlers()
+        self.writer.open()
+        threading.Thread(target=self.source.run, name="etcd-source", daemon=True).start()
+        try:
+            status = self._first_projection()
+            if status is not None or self.options.once:
+                return status or 0
+            if self.child is not None:
+                self.child.start()
+                log.info("started %s (pid %s)", self.options.command[0], self.child.pid)
+            return self._loop()
+        finally:
+            self.source.stop()
+
+    def _first_projection(self) -> int | None:
+        """Wait until etcd's state is on disk; an exit status if we are told to stop first."""
+        while True:
+            status, written = self._step()
+            if status is not None:
+                return status
+            if written is not None:
+                return None
+
+    def _loop(self) -> int:
+        while True:
+            status, swapped = self._step()
+            if status is not None:
+                return status
+            if swapped and self.child is not None and self.options.signal is not None:
+                self.child.signal(self.options.signal)
+                log.debug("sent %s to the child", self.options.signal.name)
+
+    def _step(self) -> tuple[int | None, bool | None]:
+        """Take every waiting event: (exit status or None, outcome of ``_apply`` or None if none ran)."""
+        batches: list[Batch] = []
+        for event in self._take_events():
+            if isinstance(event, Batch):
+                batches.append(event)
+                continue
+            status = self._answer(event)
+            if status is not None:
+                return status, None
+        written = None
+        if batches or (self.retry_at is not None and time.monotonic() >= self.retry_at):
+            written = self._apply(batches)
+        self.writer.collect_garbage()
+        return None, written
+
+    def _take_events(self) -> list[Event]:
+        try:
+            events = [self.events.get(timeout=self._wait_time())]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                events.append(self.events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def _wait_time(self) -> float | None:
+        waits = []
+        if self.retry_at is not None:
+            waits.append(max(0.0, self.retry_at - time.monotonic()))
+        if self.writer.has_garbage:
+            waits.append(GARBAGE_TICK)
+        return min(waits, default=None)
+
+    def _answer(self, event: Received | ChildEvent) -> int | None:
+        if isinstance(event, ChildEvent):
+            return self._reap()
+        if event.signum in STOPPING:
+            log.info("received %s; exiting", signal.Signals(event.signum).name)
+            return 0 if self.child is None else 128 + event.signum
+        return None
+
+    def _reap(self) -> int | None:
+        if self.child is None:
+            reap_all()  # as PID 1 without a command we still collect orphans
+            return None
+        status = self.child.reap()
+        if status is not None:
+            log.info("the child exited with status %s", status)
+        return status
+
+    # -- signals -------------------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        for sig in FORWARDED:
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: self.events.put(ChildEvent()))
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Forward at once, from the handler, so that a long write does not delay the child's signal.
+        if self.child is not None and self.child.pid is not None:
+            self.child.signal(signum)
+        else:
+            self.events.put(Received(signum))
+
+    # -- applying batches ----------------------------------------------------------------------------------
+
+    def _apply(self, batches: list[Batch]) -> bool | None:
+        """Bring the target to the key table's state: True if a new generation went live, False if the
+        target already matched, None if writing failed (it is retried)."""
+        self._absorb(batches)
+        plan = self.table.plan(self.digests, self.writer.is_foreign)
+        self._report(plan.refused)
+        self._hold_displaced(plan)
+        wanted = {path: self.digests[key] for path, key in plan.paths.items()}
+        try:
+            swapped = self.writer.apply(wanted, lambda path: self.held[plan.paths[path]])
+        except WriteError as exc:
+            self._write_failed(exc)
+            return None
+        if self.retry_at is not None:
+            log.warning("writing the target works again")
+            self.retry_at, self.retry_delay = None, RETRY_FIRST
+        self.held = {key: value for key, value in self.held.items() if self._kept_aside(key, plan)}
+        if swapped:
+            log.info(
+                "revision %s: generation %s is live (%d files)",
+                self.revision,
+                self.writer.generation,
+                len(wanted),
+            )
+        return swapped
+
+    def _absorb(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            if batch.snapshot:
+                for key in self.digests.keys() - batch.changes.keys():
+                    self._forget(key)
+            for key, value in batch.changes.items():
+                if value is None:
+                    self._forget(key)
+                else:
+                    self.digests[key] = digest(value)
+                    self.held[key] = value
+            self.revision = max(self.revision, batch.revision)
+
+    def _forget(self, key: bytes) -> None:
+        self.digests.pop(key, None)
+        self.held.pop(key, None)
+        self.table.forget(key)
+
+    def _report(self, refused: dict[bytes, str]) -> None:
+        """One warning per refused key (again only if its reason changes); never its value."""
+        for key, reason in refused.items():
+            if self.warned.get(key) != reason:
+                log.warning("refusing key %s: it %s", printable(key), reason)
+        self.warned = refused
+
+    def _hold_displaced(self, plan: Plan) -> None:
+        """Keep the value of a key that is on disk now but refused from this change on."""
+        files = self.writer.files
+        for key in plan.refused:
+            path = self.table.path(key)
+            if key in self.held or isinstance(path, RefusedKey):
+                continue
+            live = files.get(path)
+            if live is not None and live.digest == self.digests[key]:
+                self.held[key] = self.writer.read(path)
+
+    def _kept_aside(self, key: bytes, plan: Plan) -> bool:
+        """Whether a value must stay in memory: valid, but not on disk."""
+        return key in plan.refused and not isinstance(self.table.path(key), RefusedKey)
+
+    def _write_failed(self, exc: WriteError) -> None:
+        if self.retry_at is None:
+            log.error("cannot write the target, keeping the last good files: %s", exc)
+        else:
+            log.debug("writing the target still fails: %s", exc)
+        self.retry_at = time.monotonic() + self.retry_delay
+        self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)

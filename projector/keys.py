@@ -1,0 +1,123 @@
+"""etcd keys to safe relative paths: every rule about hostile keys lives here.
+
+A key's path is what follows the prefix (``/certs/`` for ``--prefix=/certs``). A path is accepted only if
+it cannot name anything outside the target and cannot collide with the on-disk layout, so the writer can
+join it to a generation directory without further checks. Refused keys are reported with a reason and the
+key itself (escaped for logs), never its value.
+
+Conflicts are decided over the whole key set so that the outcome does not depend on arrival order: when
+``a`` and ``a/b`` both exist, the file ``a`` wins and every key below ``a/`` is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+MAX_SEGMENT_BYTES = 255
+MAX_PATH_BYTES = 4096
+RESERVED_PREFIX = ".."  # the layout's own names: ..data, ..<timestamp>, ..data_tmp.*
+
+
+class RefusedKey(ValueError):
+    """A key that cannot be projected; the message says why."""
+
+
+def relative_path(key: bytes, prefix: bytes) -> str:
+    """The path below the target for ``key`` (which starts with ``prefix``), or :class:`RefusedKey`."""
+    if not key.startswith(prefix):
+        raise RefusedKey("is not under the prefix")
+    raw = key[len(prefix) :]
+    if not raw:
+        raise RefusedKey("has an empty name")
+    if b"\0" in raw:
+        raise RefusedKey("contains a NUL byte")
+    if len(raw) > MAX_PATH_BYTES:
+        raise RefusedKey(f"is longer than {MAX_PATH_BYTES} bytes")
+    try:
+        path = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RefusedKey("is not valid UTF-8") from None
+    for segment in path.split("/"):
+        _check_segment(segment)
+    return path
+
+
+def _check_segment(segment: str) -> None:
+    if not segment:
+        raise RefusedKey("has an empty path segment (a leading, doubled or trailing '/')")
+    if segment in (".", ".."):
+        raise RefusedKey(f"has a {segment!r} segment")
+    if segment.startswith(RESERVED_PREFIX):
+        raise RefusedKey(f"has a segment starting with {RESERVED_PREFIX!r}, reserved for the layout")
+    if len(segment.encode()) > MAX_SEGMENT_BYTES:
+        raise RefusedKey(f"has a segment longer than {MAX_SEGMENT_BYTES} bytes")
+
+
+def printable(key: bytes) -> str:
+    """A key for a log line: control characters and invalid UTF-8 escaped, so it cannot forge lines."""
+    text = key.decode("utf-8", "backslashreplace")
+    return repr(text)
+
+
+@dataclass
+class Plan:
+    """What to project: ``paths`` maps each accepted path to its key; ``refused`` maps key to reason."""
+
+    paths: dict[str, bytes] = field(default_factory=dict)
+    refused: dict[bytes, str] = field(default_factory=dict)
+
+
+class PathTable:
+    """Remembers each key's path (or refusal) so that a change costs work for changed keys only."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self._paths: dict[bytes, str | RefusedKey] = {}
+
+    def path(self, key: bytes) -> str | RefusedKey:
+        found = self._paths.get(key)
+        if found is None:
+            try:
+                found = relative_path(key, self.prefix)
+            except RefusedKey as refusal:
+                found = refusal
+            self._paths[key] = found
+        return found
+
+    def forget(self, key: bytes) -> None:
+        self._paths.pop(key, None)
+
+    def plan(self, keys: Iterable[bytes], is_foreign: Callable[[str], bool]) -> Plan:
+        """Decide every key: valid, not below another key's file, and not over a file we do not own.
+
+        ``is_foreign(name)`` tells whether a top-level name is taken in the target by something the
+        writer did not create; such keys are refused rather than replacing the operator's file.
+        """
+        plan = Plan()
+        candidates: dict[str, bytes] = {}
+        for key in keys:
+            found = self.path(key)
+            if isinstance(found, RefusedKey):
+                plan.refused[key] = str(found)
+            else:
+                candidates[found] = key
+        for path, key in candidates.items():
+            reason = _conflict(path, candidates, is_foreign)
+            if reason:
+                plan.refused[key] = reason
+            else:
+                plan.paths[path] = key
+        return plan
+
+
+def _conflict(path: str, candidates: dict[str, bytes], is_foreign: Callable[[str], bool]) -> str | None:
+    segments = path.split("/")
+    for depth in range(1, len(segments)):
+        parent = "/".join(segments[:depth])
+        if parent in candidates:
+            return f"is below {printable(candidates[parent])}, which is a file"
+    top = segments[0]
+    if is_foreign(top):
+        return f"would replace {top!r} in the target, which this tool did not create"
+    return None

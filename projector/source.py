@@ -1,0 +1,239 @@
+"""etcd as a stream of batches: one snapshot, then one batch per watch response, forever.
+
+This is the only module that talks to etcd (through ``pyetcd``, the maintained fork of python-etcd3, and
+its gRPC stubs). It runs in its own thread and hands each :class:`Batch` to a callback:
+
+- a *snapshot* batch holds every key under the prefix at one revision R, read in pages pinned to R;
+- a *change* batch holds the events of one watch response. etcd never splits a revision across
+  responses, so a batch is one transaction, or a catch-up run of whole transactions.
+
+Trouble never ends the stream. A failure is logged once per outage, retried with capped jittered
+backoff against the next endpoint, and the watch resumes from the last delivered revision + 1. A
+compacted revision, or a snapshot cut short by compaction, starts a new snapshot; the receiver diffs
+it against what it has, so keys deleted meanwhile go away too.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pyetcd
+from pyetcd import etcdrpc
+
+from .settings import EtcdConfig, Tls
+
+PAGE_SIZE = 500
+CALL_TIMEOUT = 10.0
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+
+# Keepalive finds a hung (not dead) server in about 7 s; etcd answers pings more often than every 5 s
+# with GOAWAY too_many_pings, so 10 s is as low as it goes. Messages may be large: a page of big values.
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 3_000),
+    ("grpc.http2.ping_timeout_ms", 3_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", -1),
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Keys and their new values (None: deleted) at ``revision``; a snapshot replaces everything."""
+
+    revision: int
+    changes: dict[bytes, bytes | None]
+    snapshot: bool = False
+
+
+class Compacted(Exception):
+    """The revision we need is gone from etcd's history: take a new snapshot."""
+
+
+class Source:
+    """Reads the prefix from etcd and delivers batches until :meth:`stop`."""
+
+    def __init__(self, config: EtcdConfig, prefix: bytes, deliver: Callable[[Batch], None]) -> None:
+        self.config = config
+        self.prefix = prefix
+        self.range_end = _prefix_end(prefix)
+        self.deliver = deliver
+        self.revision: int | None = None  # the last revision delivered
+        self.connected = False
+        self._stopping = threading.Event()
+        self._stream: Any = None
+        self._attempt = 0
+        self._outage_since: float | None = None
+
+    def run(self) -> None:
+        backoff = BACKOFF_FIRST
+        while not self._stopping.is_set():
+            client = None
+            try:
+                client = self._connect()
+                if self.revision is None:
+                    self._snapshot(client)
+                self._watch(client, on_live=self._recovered)
+                backoff = BACKOFF_FIRST
+            except Compacted as exc:
+                log.info("etcd compacted the history we need (%s); reading the prefix anew", exc)
+                self.revision = None
+            except Exception as exc:
+                self._failed(exc)
+                self._stopping.wait(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            finally:
+                if client is not None:
+                    client.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+
+    # -- connecting ----------------------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        """A client for the next endpoint in turn, authenticated if credentials are set."""
+        endpoint = self.config.endpoints[self._attempt % len(self.config.endpoints)]
+        self._attempt += 1
+        tls = self.config.tls
+        ep = pyetcd.Endpoint(
+            endpoint.host,
+            endpoint.port,
+            secure=tls is not None,
+            creds=_credentials(tls) if tls is not None else None,
+            time_retry=0.5,
+            opts=CHANNEL_OPTIONS,
+        )
+        client = pyetcd.MultiEndpointEtcd3Client(
+            endpoints=[ep], timeout=CALL_TIMEOUT, user=self.config.username, password=self.config.password
+        )
+        # The token travels as plain metadata: grpcio refuses call credentials on an insecure channel.
+        client.call_credentials = None
+        return client
+
+    def _failed(self, exc: Exception) -> None:
+        self.connected = False
+        reason = _reason(exc)
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning("etcd %s: %s; keeping the current files and retrying", self.config.describe(), reason)
+        else:
+            log.debug("etcd still failing: %s", reason)
+
+    def _recovered(self) -> None:
+        self.connected = True
+        if self._outage_since is not None:
+            took = time.monotonic() - self._outage_since
+            log.warning("etcd is back after %.1f s; resuming at revision %s", took, self.revision)
+            self._outage_since = None
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def _snapshot(self, client: Any) -> None:
+        """Every key under the prefix at one revision, in pages pinned to the first page's revision."""
+        items: dict[bytes, bytes | None] = {}
+        start, revision = self.prefix, 0
+        while True:
+            request = etcdrpc.RangeRequest(
+                key=start, range_end=self.range_end, limit=PAGE_SIZE, revision=revision
+            )
+            try:
+                response = client.kvstub.Range(request, CALL_TIMEOUT, metadata=client.metadata)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                    raise Compacted(f"revision {revision}") from None
+                raise
+            revision = revision or response.header.revision
+            for kv in response.kvs:
+                items[kv.key] = kv.value
+            if not response.more or not response.kvs:
+                break
+            start = response.kvs[-1].key + b"\0"
+        self.revision = revision
+        self.deliver(Batch(revision, items, snapshot=True))
+
+    def _watch(self, client: Any, on_live: Callable[[], None]) -> None:
+        """Deliver a batch per watch response, from the last delivered revision + 1, until stopped."""
+        assert self.revision is not None
+        create = etcdrpc.WatchCreateRequest(
+            key=self.prefix, range_end=self.range_end, start_revision=self.revision + 1, progress_notify=True
+        )
+        ended = threading.Event()
+        stream = etcdrpc.WatchStub(client.channel).Watch(
+            _requests(etcdrpc.WatchRequest(create_request=create), ended), metadata=client.metadata
+        )
+        self._stream = stream
+        try:
+            if self._stopping.is_set():
+                return
+            for response in stream:
+                if response.compact_revision:
+                    raise Compacted(f"compacted up to revision {response.compact_revision}")
+                if response.canceled:
+                    raise ConnectionError(f"watch cancelled by etcd: {response.cancel_reason or 'no reason'}")
+                if response.created:
+                    on_live()
+                self._deliver_events(response)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED or not self._stopping.is_set():
+                raise
+        finally:
+            self._stream = None
+            ended.set()
+        if not self._stopping.is_set():
+            raise ConnectionError("etcd closed the watch stream")
+
+    def _deliver_events(self, response: Any) -> None:
+        if not response.events:
+            # A progress notification: nothing under the prefix changed up to this revision.
+            self.revision = max(self.revision or 0, response.header.revision)
+            return
+        changes: dict[bytes, bytes | None] = {}
+        revision = 0
+        for event in response.events:
+            kv = event.kv
+            changes[kv.key] = None if event.type == event.DELETE else kv.value
+            revision = max(revision, kv.mod_revision)
+        self.revision = revision
+        self.deliver(Batch(revision, changes))
+
+
+def _requests(create: Any, ended: threading.Event) -> Iterator[Any]:
+    """The watch's request stream: one create, then held open until the call ends (a closed request
+    stream would end the call early)."""
+    yield create
+    ended.wait()
+
+
+def _credentials(tls: Tls) -> Any:
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.server_ca, private_key=tls.client_key, certificate_chain=tls.client_cert
+    )
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The first key after every key that starts with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else b"\0"
+
+
+def _reason(exc: Exception) -> str:
+    """One line about a failure, for logs; gRPC details never carry values or passwords."""
+    if isinstance(exc, grpc.RpcError):
+        details = exc.details() if hasattr(exc, "details") else ""
+        return f"{exc.code().name}: {details}"
+    return str(exc) or type(exc).__name__
