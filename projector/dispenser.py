@@ -13,8 +13,11 @@ its conflict goes away.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import select
 import signal
 import threading
 import time
@@ -59,10 +62,51 @@ class ChildEvent:
 Event = Batch | Received | ChildEvent
 
 
+class Inbox:
+    """The main thread's queue, with a wakeup pipe that every signal also writes to.
+
+    A signal can be delivered to any thread; Python runs the handler in the main thread only once that
+    thread runs bytecode again. Blocking on the pipe (which ``signal.set_wakeup_fd`` writes from the C
+    handler, whichever thread took the signal) instead of on a lock guarantees that it does.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def wake_on_signals(self) -> None:
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+
+    def put(self, event: Event) -> None:
+        """From any thread or signal handler (SimpleQueue.put is reentrant)."""
+        self._queue.put(event)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._write, b"\0")
+
+    def take(self, timeout: float | None) -> list[Event]:
+        """Every waiting event; waits up to ``timeout`` (None: forever) for the first one."""
+        events = self._drain()
+        if not events:
+            select.select([self._read], [], [], timeout)
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._read, 4096):
+                    pass
+            events = self._drain()
+        return events
+
+    def _drain(self) -> list[Event]:
+        events = []
+        while True:
+            try:
+                events.append(self._queue.get_nowait())
+            except queue.Empty:
+                return events
+
+
 class Dispenser:
     def __init__(self, options: Options, etcd: EtcdConfig) -> None:
         self.options = options
-        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.events = Inbox()
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
         self.source = Source(etcd, options.prefix, self.events.put)
         self.child = Child(options.command, child_environment()) if options.command else None
@@ -113,7 +157,7 @@ class Dispenser:
     def _step(self) -> tuple[int | None, bool | None]:
         """Take every waiting event: (exit status or None, outcome of ``_apply`` or None if none ran)."""
         batches: list[Batch] = []
-        for event in self._take_events():
+        for event in self.events.take(self._wait_time()):
             if isinstance(event, Batch):
                 batches.append(event)
                 continue
@@ -125,17 +169,6 @@ class Dispenser:
             written = self._apply(batches)
         self.writer.collect_garbage()
         return None, written
-
-    def _take_events(self) -> list[Event]:
-        try:
-            events = [self.events.get(timeout=self._wait_time())]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                events.append(self.events.get_nowait())
-            except queue.Empty:
-                return events
 
     def _wait_time(self) -> float | None:
         waits = []
@@ -165,6 +198,7 @@ class Dispenser:
     # -- signals -------------------------------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> None:
+        self.events.wake_on_signals()
         for sig in FORWARDED:
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: self.events.put(ChildEvent()))
@@ -202,6 +236,8 @@ class Dispenser:
                 self.writer.generation,
                 len(wanted),
             )
+        else:
+            log.debug("revision %s: nothing changed on disk", self.revision)
         return swapped
 
     def _absorb(self, batches: list[Batch]) -> None:

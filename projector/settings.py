@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+DEFAULT_ENDPOINT = "127.0.0.1:2379"  # the scheme follows the TLS settings
 DEFAULT_PORT = 2379
 UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
 

@@ -1,0 +1,58 @@
+"""A child for end-to-end tests: records its start and every signal, with what it reads at that moment.
+
+Usage: child_recorder.py TARGET RECORD_FILE. Each record is one JSON line:
+{"event": "start"|"SIGHUP"|..., "pid": ..., "files": {path: text}, "env": [names]}.
+The files are read through ``..data`` resolved once, as a careful reader would. SIGTERM records and
+exits with $CHILD_TERM_EXIT (default 0).
+"""
+
+import json
+import os
+import signal
+import sys
+
+target, record_path = sys.argv[1], sys.argv[2]
+
+
+def read_generation() -> dict[str, str]:
+    data = os.path.join(target, "..data")
+    try:
+        root = os.path.join(target, os.readlink(data))
+    except OSError:
+        return {}
+    files = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as handle:
+                files[os.path.relpath(path, root)] = handle.read().decode("utf-8", "replace")
+    return files
+
+
+def record(event: str) -> None:
+    line = json.dumps(
+        {"event": event, "pid": os.getpid(), "files": read_generation(), "env": sorted(os.environ)}
+    )
+    with open(record_path, "a") as handle:
+        handle.write(line + "\n")
+
+
+def on_signal(signum: int, _frame: object) -> None:
+    record(signal.Signals(signum).name)
+    if signum == signal.SIGTERM:
+        sys.exit(int(os.environ.get("CHILD_TERM_EXIT", "0")))
+
+
+for sig in (
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGQUIT,
+    signal.SIGINT,
+    signal.SIGTERM,
+):
+    signal.signal(sig, on_signal)
+record("start")
+while True:
+    signal.pause()

@@ -1,0 +1,321 @@
+"""The console script as a process, with a real child, against a real etcd."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+from conftest import Run, wait_for
+from etcd_server import EtcdServer
+
+
+def put(etcd: EtcdServer, *pairs: tuple[str | bytes, str | bytes]) -> int:
+    """One transaction that puts every pair; its revision."""
+    with etcd.client() as client:
+        ops = [client.transactions.put(key, value) for key, value in pairs]
+        _ok, _responses = client.transaction(compare=[], success=ops, failure=[])
+        return int(client.get_response("/").header.revision)
+
+
+def delete(etcd: EtcdServer, *keys: str) -> None:
+    with etcd.client() as client:
+        ops = [client.transactions.delete(key) for key in keys]
+        client.transaction(compare=[], success=ops, failure=[])
+
+
+def test_first_projection_is_complete_before_the_child_starts(run: Run) -> None:
+    put(run.etcd, ("/cfg/cert.pem", "CERT-1"), ("/cfg/key.pem", "KEY-1"), ("/cfg/sub/dir/deep.conf", "deep"))
+    run.start("--signal=SIGHUP")
+    start = run.wait_started()
+    assert start["files"] == {"cert.pem": "CERT-1", "key.pem": "KEY-1", "sub/dir/deep.conf": "deep"}
+    assert run.files() == {"cert.pem": b"CERT-1", "key.pem": b"KEY-1", "sub/dir/deep.conf": b"deep"}
+    assert run.signals() == []
+
+
+def test_each_transaction_gives_one_signal_and_a_consistent_set(run: Run) -> None:
+    put(run.etcd, ("/cfg/cert.pem", "CERT-0"), ("/cfg/key.pem", "KEY-0"))
+    run.start("--signal=hup")
+    run.wait_started()
+    for n in range(1, 6):
+        put(run.etcd, ("/cfg/cert.pem", f"CERT-{n}"), ("/cfg/key.pem", f"KEY-{n}"))
+        record = run.wait_signals(n)[-1]
+        assert record["files"] == {"cert.pem": f"CERT-{n}", "key.pem": f"KEY-{n}"}
+    time.sleep(0.3)
+    assert len(run.signals()) == 5
+
+
+def test_a_put_that_changes_nothing_sends_no_signal(run: Run) -> None:
+    put(run.etcd, ("/cfg/a", "same"))
+    run.start("--signal=SIGUSR1")
+    run.wait_started()
+    revision = put(run.etcd, ("/cfg/a", "same"))
+    run.wait_log(f"revision {revision}: nothing changed on disk")
+    put(run.etcd, ("/cfg/b", "new"))
+    records = run.wait_signals(1, "SIGUSR1")
+    time.sleep(0.3)
+    assert len(run.signals("SIGUSR1")) == 1
+    assert records[0]["files"] == {"a": "same", "b": "new"}
+
+
+def test_deletes_and_nested_keys(run: Run) -> None:
+    put(run.etcd, ("/cfg/top", "t"), ("/cfg/a/b/c.txt", "c"), ("/cfg/a/d.txt", "d"))
+    run.start("--signal=SIGHUP")
+    run.wait_started()
+    delete(run.etcd, "/cfg/a/b/c.txt", "/cfg/top")
+    record = run.wait_signals(1)[-1]
+    assert record["files"] == {"a/d.txt": "d"}
+    assert run.files() == {"a/d.txt": b"d"}
+    assert not os.path.lexists(run.target / "top")
+    delete(run.etcd, "/cfg/a/d.txt")
+    assert run.wait_signals(2)[-1]["files"] == {}
+    assert sorted(os.listdir(run.target))[-1] == "..data"
+    assert not os.path.lexists(run.target / "a")
+
+
+def test_keys_outside_the_prefix_directory_are_ignored(run: Run) -> None:
+    put(run.etcd, ("/cfg/in", "1"), ("/cfgX/out", "2"), ("/cfg", "3"), ("/other", "4"))
+    run.start("--once", command=[])
+    assert run.wait_exit() == 0
+    assert run.files() == {"in": b"1"}
+
+
+def test_hostile_keys_are_refused_one_warning_each_and_nothing_escapes(run: Run, tmp_path: Path) -> None:
+    run.target.mkdir(parents=True)
+    (run.target / "operator-notes").write_text("mine")
+    hostile: list[bytes] = [
+        b"/cfg/../escape",
+        b"/cfg/a/../../escape2",
+        b"/cfg//abs",
+        b"/cfg/..data",
+        b"/cfg/..2020_01_01_00_00_00.000000000",
+        b"/cfg/.",
+        b"/cfg/",
+        b"/cfg/nul\0byte",
+        b"/cfg/bad\xffutf8",
+        b"/cfg/" + b"s" * 300,
+        b"/cfg/" + b"/".join([b"p" * 200] * 21),
+        b"/cfg/trailing/",
+        b"/cfg/x/./y",
+        b"/cfg/conflict/below",
+        b"/cfg/operator-notes",
+    ]
+    secret = b"SECRET-VALUE-never-logged"
+    put(
+        run.etcd, *[(key, secret) for key in hostile], (b"/cfg/conflict", b"file wins"), (b"/cfg/good", b"ok")
+    )
+    run.start("--once", command=[])
+    assert run.wait_exit() == 0
+    assert run.files() == {"conflict": b"file wins", "good": b"ok", "operator-notes": b"mine"}
+    assert (run.target / "operator-notes").read_text() == "mine" and not (
+        run.target / "operator-notes"
+    ).is_symlink()
+    assert os.listdir(run.target.parent) == ["target"]
+    warnings = [line for line in run.log.splitlines() if "refusing key" in line]
+    assert len(warnings) == len(hostile), "\n".join(warnings)
+    assert secret.decode() not in run.log
+    for line in warnings:
+        assert "\0" not in line and "\n" not in line
+
+
+def test_layout_modes_and_garbage_collection(run: Run) -> None:
+    put(run.etcd, ("/cfg/a", "1"), ("/cfg/d/b", "2"))
+    run.target.mkdir(parents=True)
+    (run.target / "..data_tmp.leftover").symlink_to("nowhere")
+    os.mkdir(run.target / "..2001_01_01_00_00_00.000000000")
+    run.start("--signal=SIGHUP", "--mode=0640")
+    run.wait_started()
+    assert not os.path.lexists(run.target / "..data_tmp.leftover")
+    assert not os.path.exists(run.target / "..2001_01_01_00_00_00.000000000")
+    generation = os.readlink(run.target / "..data")
+    assert generation.startswith("..") and (run.target / generation).is_dir()
+    assert os.readlink(run.target / "a") == "..data/a" and os.readlink(run.target / "d") == "..data/d"
+    assert stat.S_IMODE(os.stat(run.target / "a").st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(run.target / "d").st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(run.target / generation).st_mode) == 0o750
+    for n in range(8):
+        put(run.etcd, ("/cfg/a", f"v{n}"))
+        run.wait_signals(n + 1)
+    generations = [name for name in os.listdir(run.target) if name[2:3].isdigit()]
+    assert 1 < len(generations) <= 4  # the live one and at most three stale ones within the grace
+    wait_for(
+        lambda: len([n for n in os.listdir(run.target) if n[2:3].isdigit()]) == 1, 15, "garbage collection"
+    )
+    # unchanged files are hard links into the previous generation, not copies
+    assert os.stat(run.target / "d" / "b").st_nlink >= 1
+
+
+def test_usage_errors_exit_2_with_one_line_and_write_nothing(run: Run, tmp_path: Path) -> None:
+    cases = [
+        ([], {}, "--prefix"),
+        (["--prefix=/cfg"], {}, "--target"),
+        (["--prefix=/cfg", "--target=T", "--bogus"], {}, "--bogus"),
+        (["--prefix=/cfg", "--target=T", "--mode=999"], {}, "--mode"),
+        (["--prefix=/cfg", "--target=T", "--mode=rw"], {}, "--mode"),
+        (["--prefix=/cfg", "--target=T", "--signal=SIGNOPE"], {}, "--signal"),
+        (["--prefix=/cfg", "--target=T", "--signal=KILL"], {}, "--signal"),
+        (["--prefix=/cfg", "--target=T", "--signal=stop"], {}, "--signal"),
+        (["--prefix=/cfg", "--target=T", "--owner=no-such-user-x"], {}, "--owner"),
+        (["--prefix=/cfg", "--target=T", "--group=no-such-group-x"], {}, "--group"),
+        (["--prefix=", "--target=T"], {}, "--prefix"),
+        (["--prefix=/cfg", "--target=T", "--once", "--", "true"], {}, "--once"),
+        (["--prefix=/cfg", "--target=T"], {"ETCD_ENDPOINTS": "ftp://x:1"}, "ETCD_ENDPOINTS"),
+        (["--prefix=/cfg", "--target=T"], {"ETCD_ENDPOINTS": "host:notaport"}, "ETCD_ENDPOINTS"),
+        (["--prefix=/cfg", "--target=T"], {"ETCD_USERNAME": "u"}, "ETCD_PASSWORD"),
+        (["--prefix=/cfg", "--target=T"], {"ETCD_PASSWORD": "hunter2"}, "ETCD_USERNAME"),
+        (
+            ["--prefix=/cfg", "--target=T"],
+            {"ETCD_PASSWORD": "hunter2", "ETCD_PASSWORD_FILE": "/x", "ETCD_USERNAME": "u"},
+            "ETCD_PASSWORD_FILE",
+        ),
+        (
+            ["--prefix=/cfg", "--target=T"],
+            {"ETCD_USERNAME_AND_PASSWORD": "nocolon"},
+            "ETCD_USERNAME_AND_PASSWORD",
+        ),
+        (
+            ["--prefix=/cfg", "--target=T"],
+            {"ETCD_USERNAME_AND_PASSWORD": "u:p", "ETCD_USERNAME": "u"},
+            "ETCD_USERNAME_AND_PASSWORD",
+        ),
+        (["--prefix=/cfg", "--target=T"], {"ETCD_SERVER_CA": "not pem"}, "ETCD_SERVER_CA"),
+        (
+            ["--prefix=/cfg", "--target=T"],
+            {"ETCD_SERVER_CA_FILE": "/nonexistent/ca.pem"},
+            "ETCD_SERVER_CA_FILE",
+        ),
+        (
+            ["--prefix=/cfg", "--target=T"],
+            {"ETCD_INSECURE_SKIP_VERIFY": "maybe"},
+            "ETCD_INSECURE_SKIP_VERIFY",
+        ),
+    ]
+    import subprocess
+
+    from conftest import console_script
+
+    for flags, env, named in cases:
+        argv = [console_script(), *[f.replace("=T", f"={tmp_path / 'T'}") for f in flags]]
+        done = subprocess.run(argv, env=run.env(**env), capture_output=True, text=True, timeout=30)
+        lines = done.stderr.splitlines()
+        assert done.returncode == 2, (flags, env, done.stderr)
+        assert len(lines) == 1 and named in lines[0], (flags, env, done.stderr)
+        assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+        assert not (tmp_path / "T").exists()
+
+
+def test_exit_status_of_the_child_becomes_ours(run: Run) -> None:
+    put(run.etcd, ("/cfg/a", "1"))
+    run.start(command=["sh", "-c", "exit 7"])
+    assert run.wait_exit() == 7
+    run.start(command=["sh", "-c", "kill -9 $$"])
+    assert run.wait_exit() == 128 + 9
+
+
+def test_signals_are_forwarded_and_the_secrets_stay_out_of_the_child(run: Run) -> None:
+    put(run.etcd, ("/cfg/a", "1"))
+    env = run.env(ETCD_USERNAME_AND_PASSWORD_FILE="/nonexistent-but-unused")
+    env.pop("ETCD_USERNAME_AND_PASSWORD_FILE")
+    env["ETCD_CLIENT_KEY_FILE_UNRELATED"] = "kept"
+    run.start(env={**env, "CHILD_TERM_EXIT": "3"})
+    start = run.wait_started()
+    assert "ETCD_ENDPOINTS" in start["env"] and "ETCD_CLIENT_KEY_FILE_UNRELATED" in start["env"]
+    for sig, name in (
+        (signal.SIGUSR1, "SIGUSR1"),
+        (signal.SIGUSR2, "SIGUSR2"),
+        (signal.SIGWINCH, "SIGWINCH"),
+        (signal.SIGHUP, "SIGHUP"),
+    ):
+        run.send(sig)
+        run.wait_signals(1, name)
+    run.send(signal.SIGTERM)
+    assert run.wait_exit() == 3
+    assert len(run.signals("SIGTERM")) == 1
+
+
+def test_once_projects_and_exits_without_a_child(run: Run) -> None:
+    put(run.etcd, ("/cfg/x", "1"))
+    run.start("--once", command=[])
+    assert run.wait_exit() == 0
+    assert run.files() == {"x": b"1"}
+
+
+def test_sidecar_mode_keeps_projecting_until_sigterm(run: Run) -> None:
+    put(run.etcd, ("/cfg/x", "1"))
+    run.start(command=[])
+    run.wait_log("is live")
+    put(run.etcd, ("/cfg/x", "2"))
+    wait_for(lambda: run.files() == {"x": b"2"}, what="the update")
+    run.send(signal.SIGTERM)
+    assert run.wait_exit() == 0
+
+
+def test_a_command_that_cannot_start_is_one_line_and_non_zero(run: Run) -> None:
+    put(run.etcd, ("/cfg/x", "1"))
+    run.start(command=["/nonexistent/program"])
+    assert run.wait_exit() == 127
+    assert "cannot start '/nonexistent/program'" in run.log
+    assert "Traceback" not in run.log
+
+
+def test_etcd_restart_under_a_running_dispenser(run: Run) -> None:
+    put(run.etcd, ("/cfg/a", "1"))
+    run.start("--signal=SIGHUP")
+    start = run.wait_started()
+    for n in range(2, 4):
+        run.etcd.kill()
+        time.sleep(0.5)
+        assert run.files() == {"a": str(n - 1).encode()}
+        run.etcd.start()
+        put(run.etcd, ("/cfg/a", str(n)))
+        record = run.wait_signals(n - 1, timeout=20)[-1]
+        assert record["files"] == {"a": str(n)}
+    assert [r["pid"] for r in run.signals("start")] == [start["pid"]]
+    assert run.log.count("keeping the current files and retrying") == 2
+
+
+def test_etcd_down_at_start_then_up(run: Run) -> None:
+    put(run.etcd, ("/cfg/a", "1"))
+    run.etcd.kill()
+    run.start("--signal=SIGHUP")
+    time.sleep(1.0)
+    assert run.signals("start") == []
+    run.etcd.start()
+    assert run.wait_started(timeout=20)["files"] == {"a": "1"}
+
+
+def test_resync_after_compaction_deletes_what_went_away(run: Run) -> None:
+    put(run.etcd, ("/cfg/keep", "1"), ("/cfg/gone", "x"))
+    run.start("--signal=SIGHUP")
+    run.wait_started()
+    assert run.process is not None
+    os.kill(run.process.pid, signal.SIGSTOP)
+    try:
+        # Restart first, so that the frozen dispenser's watch is cut before the changes are made and
+        # it has to catch up from a revision that compaction has removed.
+        run.etcd.restart()
+        delete(run.etcd, "/cfg/gone")
+        put(run.etcd, ("/cfg/keep", "2"))
+        revision = put(run.etcd, ("/cfg/new", "3"))
+        with run.etcd.client() as client:
+            client.compact(revision, physical=True)
+    finally:
+        os.kill(run.process.pid, signal.SIGCONT)
+    record = run.wait_signals(1, timeout=20)[-1]
+    assert record["files"] == {"keep": "2", "new": "3"}
+    assert run.files() == {"keep": b"2", "new": b"3"}
+    assert "etcd compacted the history we need" in run.log
+    put(run.etcd, ("/cfg/after", "4"))
+    assert run.wait_signals(2)[-1]["files"] == {"keep": "2", "new": "3", "after": "4"}
+    time.sleep(0.3)
+    assert len(run.signals()) == 2
+
+
+def test_python_dash_m_is_the_console_script(tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "projector", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("etcd-config-dispenser ")

@@ -1,0 +1,151 @@
+"""The generation writer on a temporary directory (no etcd involved: it only writes files)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from projector.settings import Ownership
+from projector.writer import DATA_LINK, MAX_STALE, WriteError, Writer, digest
+
+
+def contents(values: dict[str, bytes]) -> tuple[dict[str, bytes], object]:
+    return {path: digest(value) for path, value in values.items()}, values.__getitem__
+
+
+def generations(target: Path) -> list[str]:
+    return sorted(name for name in os.listdir(target) if name[2:3].isdigit())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def opened(target: Path, **kwargs: object) -> Writer:
+    writer = Writer(target, Ownership(), **kwargs)  # type: ignore[arg-type]
+    writer.open()
+    return writer
+
+
+def test_apply_swaps_a_whole_generation_and_links_names(tmp_path: Path) -> None:
+    writer = opened(tmp_path / "t")
+    wanted, read = contents({"a": b"1", "d/e/f": b"2"})
+    assert writer.apply(wanted, read)  # type: ignore[arg-type]
+    target = tmp_path / "t"
+    assert os.readlink(target / DATA_LINK) == writer.generation
+    assert (target / "a").read_bytes() == b"1" and (target / "d" / "e" / "f").read_bytes() == b"2"
+    assert stat.S_IMODE(os.stat(target / "a").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(target / "d" / "e").st_mode) == 0o700
+
+
+def test_no_change_writes_nothing(tmp_path: Path) -> None:
+    writer = opened(tmp_path / "t")
+    wanted, read = contents({"a": b"1"})
+    assert writer.apply(wanted, read)  # type: ignore[arg-type]
+    live = writer.generation
+    assert not writer.apply(wanted, read)  # type: ignore[arg-type]
+    assert writer.generation == live
+
+
+def test_unchanged_files_are_hard_linked(tmp_path: Path) -> None:
+    writer = opened(tmp_path / "t")
+    target = tmp_path / "t"
+    wanted, read = contents({"same": b"x", "other": b"1"})
+    writer.apply(wanted, read)  # type: ignore[arg-type]
+    before = os.stat(target / "same").st_ino
+
+    def only_changed(path: str) -> bytes:
+        assert path == "other", "an unchanged file was rewritten"
+        return b"2"
+
+    writer.apply({"same": digest(b"x"), "other": digest(b"2")}, only_changed)
+    assert os.stat(target / "same").st_ino == before
+
+
+def test_removed_names_lose_their_links_and_foreign_files_stay(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "mine").write_text("operator")
+    writer = opened(target)
+    assert writer.is_foreign("mine") and not writer.is_foreign("new")
+    writer.apply(*contents({"a": b"1", "b": b"2"}))  # type: ignore[arg-type]
+    assert not writer.is_foreign("a")
+    writer.apply(*contents({"b": b"2"}))  # type: ignore[arg-type]
+    assert not os.path.lexists(target / "a")
+    assert (target / "mine").read_text() == "operator"
+
+
+def test_a_failed_write_leaves_the_live_generation_and_no_partial_one(tmp_path: Path) -> None:
+    writer = opened(tmp_path / "t")
+    writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    live = writer.generation
+
+    def failing(path: str) -> bytes:
+        if path == "z":
+            raise OSError(28, "No space left on device", path)
+        return b"new"
+
+    with pytest.raises(WriteError, match="No space left"):
+        writer.apply({"a": digest(b"new"), "z": digest(b"zz")}, failing)
+    assert writer.generation == live and generations(tmp_path / "t") == [live]
+    assert (tmp_path / "t" / "a").read_bytes() == b"1"
+    assert not os.path.lexists(tmp_path / "t" / "z") or not os.path.exists(tmp_path / "t" / "z")
+
+
+def test_stale_generations_go_after_the_grace_and_beyond_the_cap(tmp_path: Path) -> None:
+    clock = Clock()
+    writer = opened(tmp_path / "t", grace=5.0, clock=clock)
+    for n in range(MAX_STALE + 3):
+        clock.now += 0.1
+        writer.apply(*contents({"a": str(n).encode()}))  # type: ignore[arg-type]
+    assert len(generations(tmp_path / "t")) == MAX_STALE + 1
+    clock.now += 5.0
+    writer.collect_garbage()
+    assert generations(tmp_path / "t") == [writer.generation]
+
+
+def test_open_cleans_leftovers_and_indexes_by_content(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    first = opened(target)
+    first.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    (target / "..data_tmp.deadbeef").symlink_to("nowhere")
+    (target / "..2000_01_01_00_00_00.000000000").mkdir()
+    # a torn file, as after a power loss
+    (target / first.generation / "a").write_bytes(b"")  # type: ignore[operator]
+    second = opened(target)
+    assert generations(target) == [first.generation]
+    assert not os.path.lexists(target / "..data_tmp.deadbeef")
+    assert second.files["d/b"].digest == digest(b"2")
+    assert second.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    assert (target / "a").read_bytes() == b"1"
+    third = opened(target)
+    assert not third.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+
+
+def test_a_mode_change_rewrites(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    opened(target).apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    writer = Writer(target, Ownership(mode=0o644))
+    writer.open()
+    assert writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    assert stat.S_IMODE(os.stat(target / "a").st_mode) == 0o644
+
+
+def test_a_data_link_pointing_elsewhere_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    target.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    (target / DATA_LINK).symlink_to(outside)
+    writer = opened(target)
+    writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    assert (outside / "precious").read_text() == "keep"
+    assert os.readlink(target / DATA_LINK) == writer.generation
