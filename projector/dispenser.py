@@ -108,8 +108,8 @@ class Dispenser:
         self.options = options
         self.events = Inbox()
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
-        self.source = Source(etcd, options.prefix, self.events.put)
         self.child = Child(options.command, child_environment()) if options.command else None
+        self.source = Source(etcd, options.prefix, self.events.put)
         self.table = PathTable(options.prefix)
         self.digests: dict[bytes, bytes] = {}
         self.held: dict[bytes, bytes] = {}

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import INHERITED_GRPC_VERBOSITY
+
 DEFAULT_ENDPOINT = "127.0.0.1:2379"  # the scheme follows the TLS settings
 DEFAULT_PORT = 2379
 UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
@@ -352,7 +354,9 @@ def _first_error(exc: ValidationError, name_of: Callable[[str], str]) -> str:
 
 
 def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Our environment without the etcd secrets, for the child."""
+    """Our environment as we were given it, without the etcd secrets, for the child."""
     source = dict(os.environ if environ is None else environ)
+    if INHERITED_GRPC_VERBOSITY is None:
+        source.pop("GRPC_VERBOSITY", None)
     hidden = {name for var in SECRET_VARIABLES for name in (var, var + "_FILE")}
     return {k: v for k, v in source.items() if k.upper() not in hidden}

@@ -15,8 +15,12 @@ it against what it has, so keys deleted meanwhile go away too.
 
 from __future__ import annotations
 
+import _ssl
 import logging
+import os
 import random
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,9 +29,10 @@ from typing import Any
 
 import grpc
 import pyetcd
+from cryptography import x509
 from pyetcd import etcdrpc
 
-from .settings import EtcdConfig, Tls
+from .settings import Endpoint, EtcdConfig, Tls
 
 PAGE_SIZE = 500
 CALL_TIMEOUT = 10.0
@@ -36,7 +41,7 @@ BACKOFF_MAX = 5.0
 
 # Keepalive finds a hung (not dead) server in about 7 s; etcd answers pings more often than every 5 s
 # with GOAWAY too_many_pings, so 10 s is as low as it goes. Messages may be large: a page of big values.
-CHANNEL_OPTIONS = [
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 3_000),
     ("grpc.http2.ping_timeout_ms", 3_000),
@@ -110,13 +115,14 @@ class Source:
         endpoint = self.config.endpoints[self._attempt % len(self.config.endpoints)]
         self._attempt += 1
         tls = self.config.tls
+        creds, options = None, CHANNEL_OPTIONS
+        if tls is not None and tls.insecure_skip_verify:
+            creds, name = _unverified_credentials(endpoint, tls)
+            options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", name)]
+        elif tls is not None:
+            creds = _credentials(tls, tls.server_ca)
         ep = pyetcd.Endpoint(
-            endpoint.host,
-            endpoint.port,
-            secure=tls is not None,
-            creds=_credentials(tls) if tls is not None else None,
-            time_retry=0.5,
-            opts=CHANNEL_OPTIONS,
+            endpoint.host, endpoint.port, secure=tls is not None, creds=creds, time_retry=0.5, opts=options
         )
         client = pyetcd.MultiEndpointEtcd3Client(
             endpoints=[ep], timeout=CALL_TIMEOUT, user=self.config.username, password=self.config.password
@@ -219,10 +225,55 @@ def _requests(create: Any, ended: threading.Event) -> Iterator[Any]:
     ended.wait()
 
 
-def _credentials(tls: Tls) -> Any:
+def _credentials(tls: Tls, roots: bytes | None) -> Any:
     return grpc.ssl_channel_credentials(
-        root_certificates=tls.server_ca, private_key=tls.client_key, certificate_chain=tls.client_cert
+        root_certificates=roots, private_key=tls.client_key, certificate_chain=tls.client_cert
     )
+
+
+def _unverified_credentials(endpoint: Endpoint, tls: Tls) -> tuple[Any, str]:
+    """ETCD_INSECURE_SKIP_VERIFY: gRPC for Python cannot turn verification off, so trust whatever chain
+    the server presents right now, under a name its certificate carries."""
+    chain = _presented_chain(endpoint, tls)
+    roots = b"".join(ssl.DER_cert_to_PEM_cert(der).encode() for der in chain)
+    return _credentials(tls, roots), _certificate_name(chain[0]) or endpoint.host
+
+
+def _presented_chain(endpoint: Endpoint, tls: Tls) -> list[bytes]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if tls.client_cert and tls.client_key:
+        # ssl loads a client certificate only from a path; an anonymous memory file keeps the key off disk.
+        fd = os.memfd_create("etcd-client", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, tls.client_cert + b"\n" + tls.client_key)
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+    with (
+        socket.create_connection((endpoint.host, endpoint.port), timeout=CALL_TIMEOUT) as raw,
+        context.wrap_socket(raw) as conn,
+    ):
+        sslobj = getattr(conn, "_sslobj", None)  # get_unverified_chain is public from Python 3.13 on
+        chain = sslobj.get_unverified_chain() if sslobj else None
+    if not chain:
+        raise ConnectionError(f"{endpoint.netloc} presented no certificate")
+    return [cert.public_bytes(_ssl.ENCODING_DER) for cert in chain]
+
+
+def _certificate_name(der: bytes) -> str | None:
+    """A DNS name or IP address the certificate is for, to verify the host name against."""
+    certificate = x509.load_der_x509_certificate(der)
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        common = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return str(common[0].value) if common else None
+    found = names.get_values_for_type(x509.DNSName) + [
+        str(ip) for ip in names.get_values_for_type(x509.IPAddress)
+    ]
+    return found[0] if found else None
 
 
 def _prefix_end(prefix: bytes) -> bytes:
