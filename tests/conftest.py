@@ -1,43 +1,18 @@
-"""Fixtures: a real etcd per test, and the real console script run as a process with a real child."""
+"""Fixtures: a real etcd per test, and the dispenser runner. Helpers live in harness.py and
+etcd_server.py, importable by every test module because this folder is put on sys.path."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from etcd_server import EtcdServer
-
-CHILD = Path(__file__).parent / "child_recorder.py"
-
-
-def console_script() -> str:
-    """The installed ``etcd-config-dispenser``, next to this interpreter."""
-    found = shutil.which("etcd-config-dispenser", path=os.path.dirname(sys.executable))
-    assert found, "the package is not installed in this environment (pip install -e '.[test]')"
-    return found
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+from harness import Run
 
 
 @pytest.fixture
@@ -46,86 +21,6 @@ def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     server.start()
     yield server
     server.kill()
-
-
-class Run:
-    """One dispenser process with the recording child; its stderr goes to a file."""
-
-    def __init__(self, tmp_path: Path, etcd: EtcdServer) -> None:
-        self.tmp_path = tmp_path
-        self.etcd = etcd
-        self.target = tmp_path / "box" / "target"  # box holds nothing else: escapes would show there
-        self.records = tmp_path / "records.jsonl"
-        self.stderr_path = tmp_path / f"dispenser-{time.monotonic_ns()}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
-        return {**env, "ETCD_ENDPOINTS": self.etcd.endpoint, **extra}
-
-    def start(self, *flags: str, command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
-        if command is None:
-            command = [sys.executable, str(CHILD), str(self.target), str(self.records)]
-        argv = [console_script(), "--prefix=/cfg", f"--target={self.target}", "--log-level=debug", *flags]
-        if command:
-            argv += ["--", *command]
-        with open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen(argv, stderr=err, env=env or self.env())
-
-    @property
-    def log(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def wait_log(self, text: str, timeout: float = 10.0) -> None:
-        wait_for(lambda: text in self.log, timeout, f"{text!r} in the log:\n{self.log}")
-
-    def records_list(self) -> list[dict[str, Any]]:
-        if not self.records.exists():
-            return []
-        return [json.loads(line) for line in self.records.read_text().splitlines() if line.strip()]
-
-    def signals(self, name: str = "SIGHUP") -> list[dict[str, Any]]:
-        return [r for r in self.records_list() if r["event"] == name]
-
-    def wait_signals(self, count: int, name: str = "SIGHUP", timeout: float = 10.0) -> list[dict[str, Any]]:
-        return wait_for(
-            lambda: len(self.signals(name)) >= count and self.signals(name),
-            timeout,
-            f"{count} x {name}; records: {self.records_list()}",
-        )
-
-    def wait_started(self, timeout: float = 15.0) -> dict[str, Any]:
-        return wait_for(
-            lambda: self.signals("start") and self.signals("start")[0],
-            timeout,
-            f"the child to start; log:\n{self.log if self.stderr_path.exists() else ''}",
-        )
-
-    def send(self, sig: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def wait_exit(self, timeout: float = 15.0) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def files(self) -> dict[str, bytes]:
-        """The projection as a reader sees it through the top-level names."""
-        found = {}
-        for dirpath, dirs, names in os.walk(self.target, followlinks=True):
-            rel = os.path.relpath(dirpath, self.target)
-            if rel == ".":
-                dirs[:] = [d for d in dirs if not d.startswith("..")]
-                names = [n for n in names if not n.startswith("..")]
-            for name in names:
-                path = os.path.join(dirpath, name)
-                found[os.path.normpath(os.path.relpath(path, self.target))] = Path(path).read_bytes()
-        return found
 
 
 @pytest.fixture

@@ -9,26 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import Run, wait_for
-from etcd_server import EtcdServer
-
-
-def put(etcd: EtcdServer, *pairs: tuple[str | bytes, str | bytes]) -> int:
-    """One transaction that puts every pair; its revision."""
-    with etcd.client() as client:
-        ops = [client.transactions.put(key, value) for key, value in pairs]
-        _ok, _responses = client.transaction(compare=[], success=ops, failure=[])
-        return int(client.get_response("/").header.revision)
-
-
-def delete(etcd: EtcdServer, *keys: str) -> None:
-    with etcd.client() as client:
-        ops = [client.transactions.delete(key) for key in keys]
-        client.transaction(compare=[], success=ops, failure=[])
+from harness import Run, wait_for
 
 
 def test_first_projection_is_complete_before_the_child_starts(run: Run) -> None:
-    put(run.etcd, ("/cfg/cert.pem", "CERT-1"), ("/cfg/key.pem", "KEY-1"), ("/cfg/sub/dir/deep.conf", "deep"))
+    run.etcd.put(("/cfg/cert.pem", "CERT-1"), ("/cfg/key.pem", "KEY-1"), ("/cfg/sub/dir/deep.conf", "deep"))
     run.start("--signal=SIGHUP")
     start = run.wait_started()
     assert start["files"] == {"cert.pem": "CERT-1", "key.pem": "KEY-1", "sub/dir/deep.conf": "deep"}
@@ -37,11 +22,11 @@ def test_first_projection_is_complete_before_the_child_starts(run: Run) -> None:
 
 
 def test_each_transaction_gives_one_signal_and_a_consistent_set(run: Run) -> None:
-    put(run.etcd, ("/cfg/cert.pem", "CERT-0"), ("/cfg/key.pem", "KEY-0"))
+    run.etcd.put(("/cfg/cert.pem", "CERT-0"), ("/cfg/key.pem", "KEY-0"))
     run.start("--signal=hup")
     run.wait_started()
     for n in range(1, 6):
-        put(run.etcd, ("/cfg/cert.pem", f"CERT-{n}"), ("/cfg/key.pem", f"KEY-{n}"))
+        run.etcd.put(("/cfg/cert.pem", f"CERT-{n}"), ("/cfg/key.pem", f"KEY-{n}"))
         record = run.wait_signals(n)[-1]
         assert record["files"] == {"cert.pem": f"CERT-{n}", "key.pem": f"KEY-{n}"}
     time.sleep(0.3)
@@ -49,12 +34,12 @@ def test_each_transaction_gives_one_signal_and_a_consistent_set(run: Run) -> Non
 
 
 def test_a_put_that_changes_nothing_sends_no_signal(run: Run) -> None:
-    put(run.etcd, ("/cfg/a", "same"))
+    run.etcd.put(("/cfg/a", "same"))
     run.start("--signal=SIGUSR1")
     run.wait_started()
-    revision = put(run.etcd, ("/cfg/a", "same"))
+    revision = run.etcd.put(("/cfg/a", "same"))
     run.wait_log(f"revision {revision}: nothing changed on disk")
-    put(run.etcd, ("/cfg/b", "new"))
+    run.etcd.put(("/cfg/b", "new"))
     records = run.wait_signals(1, "SIGUSR1")
     time.sleep(0.3)
     assert len(run.signals("SIGUSR1")) == 1
@@ -62,22 +47,22 @@ def test_a_put_that_changes_nothing_sends_no_signal(run: Run) -> None:
 
 
 def test_deletes_and_nested_keys(run: Run) -> None:
-    put(run.etcd, ("/cfg/top", "t"), ("/cfg/a/b/c.txt", "c"), ("/cfg/a/d.txt", "d"))
+    run.etcd.put(("/cfg/top", "t"), ("/cfg/a/b/c.txt", "c"), ("/cfg/a/d.txt", "d"))
     run.start("--signal=SIGHUP")
     run.wait_started()
-    delete(run.etcd, "/cfg/a/b/c.txt", "/cfg/top")
+    run.etcd.delete("/cfg/a/b/c.txt", "/cfg/top")
     record = run.wait_signals(1)[-1]
     assert record["files"] == {"a/d.txt": "d"}
     assert run.files() == {"a/d.txt": b"d"}
     assert not os.path.lexists(run.target / "top")
-    delete(run.etcd, "/cfg/a/d.txt")
+    run.etcd.delete("/cfg/a/d.txt")
     assert run.wait_signals(2)[-1]["files"] == {}
     assert sorted(os.listdir(run.target))[-1] == "..data"
     assert not os.path.lexists(run.target / "a")
 
 
 def test_keys_outside_the_prefix_directory_are_ignored(run: Run) -> None:
-    put(run.etcd, ("/cfg/in", "1"), ("/cfgX/out", "2"), ("/cfg", "3"), ("/other", "4"))
+    run.etcd.put(("/cfg/in", "1"), ("/cfgX/out", "2"), ("/cfg", "3"), ("/other", "4"))
     run.start("--once", command=[])
     assert run.wait_exit() == 0
     assert run.files() == {"in": b"1"}
@@ -104,9 +89,7 @@ def test_hostile_keys_are_refused_one_warning_each_and_nothing_escapes(run: Run,
         b"/cfg/operator-notes",
     ]
     secret = b"SECRET-VALUE-never-logged"
-    put(
-        run.etcd, *[(key, secret) for key in hostile], (b"/cfg/conflict", b"file wins"), (b"/cfg/good", b"ok")
-    )
+    run.etcd.put(*[(key, secret) for key in hostile], (b"/cfg/conflict", b"file wins"), (b"/cfg/good", b"ok"))
     run.start("--once", command=[])
     assert run.wait_exit() == 0
     assert run.files() == {"conflict": b"file wins", "good": b"ok", "operator-notes": b"mine"}
@@ -122,7 +105,7 @@ def test_hostile_keys_are_refused_one_warning_each_and_nothing_escapes(run: Run,
 
 
 def test_layout_modes_and_garbage_collection(run: Run) -> None:
-    put(run.etcd, ("/cfg/a", "1"), ("/cfg/d/b", "2"))
+    run.etcd.put(("/cfg/a", "1"), ("/cfg/d/b", "2"))
     run.target.mkdir(parents=True)
     (run.target / "..data_tmp.leftover").symlink_to("nowhere")
     os.mkdir(run.target / "..2001_01_01_00_00_00.000000000")
@@ -137,7 +120,7 @@ def test_layout_modes_and_garbage_collection(run: Run) -> None:
     assert stat.S_IMODE(os.stat(run.target / "d").st_mode) == 0o750
     assert stat.S_IMODE(os.stat(run.target / generation).st_mode) == 0o750
     for n in range(8):
-        put(run.etcd, ("/cfg/a", f"v{n}"))
+        run.etcd.put(("/cfg/a", f"v{n}"))
         run.wait_signals(n + 1)
     generations = [name for name in os.listdir(run.target) if name[2:3].isdigit()]
     assert 1 < len(generations) <= 4  # the live one and at most three stale ones within the grace
@@ -195,7 +178,7 @@ def test_usage_errors_exit_2_with_one_line_and_write_nothing(run: Run, tmp_path:
     ]
     import subprocess
 
-    from conftest import console_script
+    from harness import console_script
 
     for flags, env, named in cases:
         argv = [console_script(), *[f.replace("=T", f"={tmp_path / 'T'}") for f in flags]]
@@ -208,7 +191,7 @@ def test_usage_errors_exit_2_with_one_line_and_write_nothing(run: Run, tmp_path:
 
 
 def test_exit_status_of_the_child_becomes_ours(run: Run) -> None:
-    put(run.etcd, ("/cfg/a", "1"))
+    run.etcd.put(("/cfg/a", "1"))
     run.start(command=["sh", "-c", "exit 7"])
     assert run.wait_exit() == 7
     run.start(command=["sh", "-c", "kill -9 $$"])
@@ -216,7 +199,7 @@ def test_exit_status_of_the_child_becomes_ours(run: Run) -> None:
 
 
 def test_signals_are_forwarded_and_the_secrets_stay_out_of_the_child(run: Run) -> None:
-    put(run.etcd, ("/cfg/a", "1"))
+    run.etcd.put(("/cfg/a", "1"))
     env = run.env(ETCD_USERNAME_AND_PASSWORD_FILE="/nonexistent-but-unused")
     env.pop("ETCD_USERNAME_AND_PASSWORD_FILE")
     env["ETCD_CLIENT_KEY_FILE_UNRELATED"] = "kept"
@@ -237,24 +220,24 @@ def test_signals_are_forwarded_and_the_secrets_stay_out_of_the_child(run: Run) -
 
 
 def test_once_projects_and_exits_without_a_child(run: Run) -> None:
-    put(run.etcd, ("/cfg/x", "1"))
+    run.etcd.put(("/cfg/x", "1"))
     run.start("--once", command=[])
     assert run.wait_exit() == 0
     assert run.files() == {"x": b"1"}
 
 
 def test_sidecar_mode_keeps_projecting_until_sigterm(run: Run) -> None:
-    put(run.etcd, ("/cfg/x", "1"))
+    run.etcd.put(("/cfg/x", "1"))
     run.start(command=[])
     run.wait_log("is live")
-    put(run.etcd, ("/cfg/x", "2"))
+    run.etcd.put(("/cfg/x", "2"))
     wait_for(lambda: run.files() == {"x": b"2"}, what="the update")
     run.send(signal.SIGTERM)
     assert run.wait_exit() == 0
 
 
 def test_a_command_that_cannot_start_is_one_line_and_non_zero(run: Run) -> None:
-    put(run.etcd, ("/cfg/x", "1"))
+    run.etcd.put(("/cfg/x", "1"))
     run.start(command=["/nonexistent/program"])
     assert run.wait_exit() == 127
     assert "cannot start '/nonexistent/program'" in run.log
@@ -262,7 +245,7 @@ def test_a_command_that_cannot_start_is_one_line_and_non_zero(run: Run) -> None:
 
 
 def test_etcd_restart_under_a_running_dispenser(run: Run) -> None:
-    put(run.etcd, ("/cfg/a", "1"))
+    run.etcd.put(("/cfg/a", "1"))
     run.start("--signal=SIGHUP")
     start = run.wait_started()
     for n in range(2, 4):
@@ -270,7 +253,7 @@ def test_etcd_restart_under_a_running_dispenser(run: Run) -> None:
         time.sleep(0.5)
         assert run.files() == {"a": str(n - 1).encode()}
         run.etcd.start()
-        put(run.etcd, ("/cfg/a", str(n)))
+        run.etcd.put(("/cfg/a", str(n)))
         record = run.wait_signals(n - 1, timeout=20)[-1]
         assert record["files"] == {"a": str(n)}
     assert [r["pid"] for r in run.signals("start")] == [start["pid"]]
@@ -278,7 +261,7 @@ def test_etcd_restart_under_a_running_dispenser(run: Run) -> None:
 
 
 def test_etcd_down_at_start_then_up(run: Run) -> None:
-    put(run.etcd, ("/cfg/a", "1"))
+    run.etcd.put(("/cfg/a", "1"))
     run.etcd.kill()
     run.start("--signal=SIGHUP")
     time.sleep(1.0)
@@ -288,7 +271,7 @@ def test_etcd_down_at_start_then_up(run: Run) -> None:
 
 
 def test_resync_after_compaction_deletes_what_went_away(run: Run) -> None:
-    put(run.etcd, ("/cfg/keep", "1"), ("/cfg/gone", "x"))
+    run.etcd.put(("/cfg/keep", "1"), ("/cfg/gone", "x"))
     run.start("--signal=SIGHUP")
     run.wait_started()
     assert run.process is not None
@@ -297,18 +280,17 @@ def test_resync_after_compaction_deletes_what_went_away(run: Run) -> None:
         # Restart first, so that the frozen dispenser's watch is cut before the changes are made and
         # it has to catch up from a revision that compaction has removed.
         run.etcd.restart()
-        delete(run.etcd, "/cfg/gone")
-        put(run.etcd, ("/cfg/keep", "2"))
-        revision = put(run.etcd, ("/cfg/new", "3"))
-        with run.etcd.client() as client:
-            client.compact(revision, physical=True)
+        run.etcd.delete("/cfg/gone")
+        run.etcd.put(("/cfg/keep", "2"))
+        revision = run.etcd.put(("/cfg/new", "3"))
+        run.etcd.compact(revision)
     finally:
         os.kill(run.process.pid, signal.SIGCONT)
     record = run.wait_signals(1, timeout=20)[-1]
     assert record["files"] == {"keep": "2", "new": "3"}
     assert run.files() == {"keep": b"2", "new": b"3"}
     assert "etcd compacted the history we need" in run.log
-    put(run.etcd, ("/cfg/after", "4"))
+    run.etcd.put(("/cfg/after", "4"))
     assert run.wait_signals(2)[-1]["files"] == {"keep": "2", "new": "3", "after": "4"}
     time.sleep(0.3)
     assert len(run.signals()) == 2
