@@ -51,6 +51,7 @@ class Member:
         self.extra_args = extra_args or []
         self.initial_cluster = f"{name}={self.peer_url}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.frozen = False
         self.log_path = data_dir.parent / f"{name}-{self.client_port}.log"
 
     @property
@@ -75,6 +76,7 @@ class Member:
             *FAST_ELECTIONS,
             *self.extra_args,
         ]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=log)
 
@@ -92,25 +94,40 @@ class Member:
     def freeze(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        self.frozen = True
 
     def thaw(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+        self.frozen = False
 
 
-class _Etcd:
+class Etcd:
+    """What single servers and clusters share."""
+
     members: list[Member]
+    # For TLS members: grpc channel credentials the helpers' own client uses.
+    credentials: Any = None
 
     @property
     def endpoints(self) -> str:
         return ",".join(m.endpoint for m in self.members)
 
     def client(self, member: Member | None = None, **kwargs: Any) -> Any:
-        chosen = [member] if member else [m for m in self.members if m.alive()]
+        chosen = [member] if member else [m for m in self.members if m.alive() and not m.frozen]
         endpoints = [
-            pyetcd.Endpoint("127.0.0.1", m.client_port, secure=False, time_retry=0.1) for m in chosen
+            pyetcd.Endpoint(
+                "127.0.0.1",
+                m.client_port,
+                secure=self.credentials is not None,
+                creds=self.credentials,
+                time_retry=0.1,
+            )
+            for m in chosen
         ]
-        return pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=5, failover=True, **kwargs)
+        client = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=5, failover=True, **kwargs)
+        client.call_credentials = None  # the token goes as metadata: grpcio refuses it on plain channels
+        return client
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -153,7 +170,7 @@ class _Etcd:
                 time.sleep(0.1)
 
 
-class EtcdServer(_Etcd):
+class EtcdServer(Etcd):
     """A single-node etcd; ``restart`` keeps its data and ports."""
 
     def __init__(self, data_dir: Path, extra_args: list[str] | None = None, scheme: str = "http") -> None:
@@ -176,7 +193,7 @@ class EtcdServer(_Etcd):
         self.start()
 
 
-class EtcdCluster(_Etcd):
+class EtcdCluster(Etcd):
     """Three members on loopback."""
 
     def __init__(self, base: Path, size: int = 3) -> None:

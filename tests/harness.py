@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from etcd_server import EtcdServer
+from etcd_server import Etcd
 
 CHILD = Path(__file__).parent / "child_recorder.py"
 
@@ -39,7 +40,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
 class Run:
     """One dispenser process with the recording child; its stderr goes to a file."""
 
-    def __init__(self, tmp_path: Path, etcd: EtcdServer) -> None:
+    def __init__(self, tmp_path: Path, etcd: Etcd) -> None:
         self.tmp_path = tmp_path
         self.etcd = etcd
         self.target = tmp_path / "box" / "target"  # box holds nothing else: escapes would show there
@@ -49,7 +50,7 @@ class Run:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
-        return {**env, "ETCD_ENDPOINTS": self.etcd.endpoint, **extra}
+        return {**env, "ETCD_ENDPOINTS": self.etcd.endpoints, **extra}
 
     def start(self, *flags: str, command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         if command is None:
@@ -98,9 +99,18 @@ class Run:
         return self.process.wait(timeout)
 
     def stop(self) -> None:
+        """End the dispenser (SIGTERM, forwarded to the child), then anything that is left."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
+            self.process.send_signal(signal.SIGCONT)
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGKILL)
+                self.process.wait()
+        for pid in {record["pid"] for record in self.records_list()}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def files(self) -> dict[str, bytes]:
         """The projection as a reader sees it through the top-level names."""
