@@ -127,8 +127,11 @@ class Dispenser:
         threading.Thread(target=self.source.run, name="etcd-source", daemon=True).start()
         try:
             status = self._first_projection()
-            if status is not None or self.options.once:
-                return status or 0
+            if status is not None:
+                return status
+            if self.options.once:
+                self.writer.collect_garbage(everything=True)
+                return 0
             if self.child is not None:
                 self.child.start()
                 log.info("started %s (pid %s)", self.options.command[0], self.child.pid)

@@ -136,7 +136,10 @@ class Writer:
             if entry.name.startswith(TEMP_LINK_PREFIX) and entry.is_symlink():
                 os.unlink(entry.path)
             elif self._is_generation(entry) and entry.name != self.generation:
-                log.info("removing generation %s left by an earlier run", entry.name)
+                # Names sort by time: one newer than the live generation never went live.
+                unfinished = self.generation is None or entry.name > self.generation
+                kind = "unfinished" if unfinished else "old"
+                log.info("removing %s generation %s left by an earlier run", kind, entry.name)
                 _remove_tree(entry.path)
 
     @staticmethod
@@ -330,12 +333,13 @@ class Writer:
         self.generation = generation
         self.collect_garbage()
 
-    def collect_garbage(self) -> None:
-        """Remove stale generations older than the grace period, and all but the newest few."""
+    def collect_garbage(self, everything: bool = False) -> None:
+        """Remove stale generations older than the grace period, and all but the newest few; with
+        ``everything``, all of them (nobody will read them: we are about to exit without a child)."""
         newest_first = sorted(self._stale.items(), key=lambda item: item[1], reverse=True)
         now = self.clock()
         for rank, (name, since) in enumerate(newest_first):
-            if rank >= MAX_STALE or now - since >= self.grace:
+            if everything or rank >= MAX_STALE or now - since >= self.grace:
                 _remove_tree(str(self.target / name))
                 del self._stale[name]
 

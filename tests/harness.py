@@ -58,7 +58,7 @@ class Run:
         argv = [console_script(), "--prefix=/cfg", f"--target={self.target}", "--log-level=debug", *flags]
         if command:
             argv += ["--", *command]
-        with open(self.stderr_path, "wb") as err:
+        with open(self.stderr_path, "ab") as err:
             self.process = subprocess.Popen(argv, stderr=err, env=env or self.env())
 
     @property

@@ -122,10 +122,12 @@ def test_layout_modes_and_garbage_collection(run: Run) -> None:
     for n in range(8):
         run.etcd.put(("/cfg/a", f"v{n}"))
         run.wait_signals(n + 1)
-    generations = [name for name in os.listdir(run.target) if name[2:3].isdigit()]
+    generations = [name for name in os.listdir(run.target) if name.startswith("..") and name[2:3].isdigit()]
     assert 1 < len(generations) <= 4  # the live one and at most three stale ones within the grace
     wait_for(
-        lambda: len([n for n in os.listdir(run.target) if n[2:3].isdigit()]) == 1, 15, "garbage collection"
+        lambda: len([n for n in os.listdir(run.target) if n.startswith("..") and n[2:3].isdigit()]) == 1,
+        15,
+        "garbage collection",
     )
     # unchanged files are hard links into the previous generation, not copies
     assert os.stat(run.target / "d" / "b").st_nlink >= 1

@@ -17,7 +17,7 @@ def contents(values: dict[str, bytes]) -> tuple[dict[str, bytes], object]:
 
 
 def generations(target: Path) -> list[str]:
-    return sorted(name for name in os.listdir(target) if name[2:3].isdigit())
+    return sorted(name for name in os.listdir(target) if name.startswith("..") and name[2:3].isdigit())
 
 
 class Clock:
