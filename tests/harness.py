@@ -52,10 +52,24 @@ class Run:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         return {**env, "ETCD_ENDPOINTS": self.etcd.endpoints, **extra}
 
-    def start(self, *flags: str, command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+    def start(
+        self,
+        *flags: str,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+    ) -> None:
+        """Run the dispenser (under ``wrapper``, e.g. setpriv) with ``command``, by default the recorder."""
         if command is None:
             command = [sys.executable, str(CHILD), str(self.target), str(self.records)]
-        argv = [console_script(), "--prefix=/cfg", f"--target={self.target}", "--log-level=debug", *flags]
+        argv = [
+            *(wrapper or []),
+            console_script(),
+            "--prefix=/cfg",
+            f"--target={self.target}",
+            "--log-level=debug",
+            *flags,
+        ]
         if command:
             argv += ["--", *command]
         with open(self.stderr_path, "ab") as err:
