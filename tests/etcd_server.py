@@ -106,8 +106,9 @@ class Etcd:
     """What single servers and clusters share."""
 
     members: list[Member]
-    # For TLS members: grpc channel credentials the helpers' own client uses.
+    # For TLS members: grpc channel credentials the helpers' own client uses; with auth, its user.
     credentials: Any = None
+    user: tuple[str, str] | None = None
 
     @property
     def endpoints(self) -> str:
@@ -125,6 +126,8 @@ class Etcd:
             )
             for m in chosen
         ]
+        if self.user:
+            kwargs = {"user": self.user[0], "password": self.user[1], **kwargs}
         client = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=5, failover=True, **kwargs)
         client.call_credentials = None  # the token goes as metadata: grpcio refuses it on plain channels
         return client
