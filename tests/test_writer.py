@@ -149,3 +149,24 @@ def test_a_data_link_pointing_elsewhere_is_replaced_not_followed(tmp_path: Path)
     writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
     assert (outside / "precious").read_text() == "keep"
     assert os.readlink(target / DATA_LINK) == writer.generation
+
+
+def test_mode_and_owner_are_set_before_the_first_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uid, gid = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    writer = Writer(tmp_path / "t", Ownership(mode=0o640, uid=uid, gid=gid))
+    writer.open()
+    real_write, seen = os.write, []
+
+    def checking_write(fd: int, data: bytes) -> int:
+        st = os.fstat(fd)
+        seen.append((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", checking_write)
+    writer.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    monkeypatch.undo()
+    assert seen == [(0o640, uid, gid)] * 2
+    assert stat.S_IMODE(os.stat(tmp_path / "t" / "d").st_mode) == 0o750
+    assert os.stat(tmp_path / "t" / "d").st_uid == uid
