@@ -143,6 +143,7 @@ class Dispenser:
         """Wait until etcd's state is on disk; an exit status if we are told to stop first."""
         while True:
             status, written = self._step()
+            self.writer.collect_garbage()
             if status is not None:
                 return status
             if written is not None:
@@ -156,6 +157,7 @@ class Dispenser:
             if swapped and self.child is not None and self.options.signal is not None:
                 self.child.signal(self.options.signal)
                 log.debug("sent %s to the child", self.options.signal.name)
+            self.writer.collect_garbage()  # after the signal: removal is off the critical path
 
     def _step(self) -> tuple[int | None, bool | None]:
         """Take every waiting event: (exit status or None, outcome of ``_apply`` or None if none ran)."""
@@ -170,7 +172,6 @@ class Dispenser:
         written = None
         if batches or (self.retry_at is not None and time.monotonic() >= self.retry_at):
             written = self._apply(batches)
-        self.writer.collect_garbage()
         return None, written
 
     def _wait_time(self) -> float | None:

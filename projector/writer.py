@@ -22,7 +22,9 @@ Writing a change (``Writer.apply``) goes like this:
     This is the only step readers can observe, and it is atomic. With ``fsync`` the target is flushed.
  7. Remove the links of names that are gone; only links that point into ``..data/`` are ever removed.
  8. Mark the old generation stale. Stale generations stay for a grace period, so that a reader that
-    resolved ``..data`` just before the swap can finish; ``collect_garbage`` removes them after it.
+    resolved ``..data`` just before the swap can finish; ``collect_garbage``, which the caller runs
+    after it has signalled the child (removal is off the path from commit to signal), removes them
+    after it.
 
 What to remove is always computed from generation names this module created or recognised by their
 pattern, never by walking paths a user could have planted links in. ``open`` cleans what a crash left
@@ -34,7 +36,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import logging
+import operator
 import os
 import re
 import secrets
@@ -114,7 +118,11 @@ class Writer:
         if self.target.is_dir():
             return
         self.target.mkdir(parents=True, mode=self.ownership.directory_mode)
-        self._own(self.target)
+        fd = _open_directory(str(self.target))
+        try:
+            self._own_directory(fd)
+        finally:
+            os.close(fd)
 
     def _live_generation(self) -> str | None:
         try:
@@ -244,38 +252,55 @@ class Writer:
     def _fill(
         self, generation: str, wanted: Mapping[str, bytes], content: Callable[[str], bytes]
     ) -> dict[str, FileState]:
-        root = self.target / generation
-        self._own_directory(root)
-        live = self.target / self.generation if self.generation else None
-        made: set[str] = set()
+        """Fill the new generation, one directory at a time through directory descriptors (short
+        names instead of long paths: an unchanged file costs one link(2) and little else)."""
+        new_root = _open_directory(str(self.target / generation))
+        old_root = _open_directory(str(self.target / self.generation)) if self.generation else None
+        made = {""}
         files: dict[str, FileState] = {}
-        for path in sorted(wanted):
-            self._make_parents(root, path, made)
-            old = self._files.get(path)
-            if live is not None and old is not None and self._fits(old, wanted[path]):
-                os.link(live / path, root / path, follow_symlinks=False)
-                files[path] = old
-            else:
-                files[path] = self._write_file(root / path, content(path))
-        if self.fsync:
-            for directory in sorted(made, key=len, reverse=True):
-                _fsync_directory(root / directory)
-            _fsync_directory(root)
+        try:
+            self._own_directory(new_root)
+            entries = sorted(path.rpartition("/")[::2] for path in wanted)
+            for directory, group in itertools.groupby(entries, key=operator.itemgetter(0)):
+                self._make_directories(new_root, directory, made)
+                new_fd, old_fd = _open_directory(directory or ".", new_root), None
+                try:
+                    for _, name in group:
+                        path = f"{directory}/{name}" if directory else name
+                        old = self._files.get(path)
+                        if old_root is not None and old is not None and self._fits(old, wanted[path]):
+                            if old_fd is None:
+                                old_fd = _open_directory(directory or ".", old_root)
+                            os.link(name, name, src_dir_fd=old_fd, dst_dir_fd=new_fd, follow_symlinks=False)
+                            files[path] = old
+                        else:
+                            files[path] = self._write_file(new_fd, name, content(path))
+                finally:
+                    _close(new_fd, old_fd)
+            if self.fsync:
+                for directory in sorted(made, key=len, reverse=True):
+                    _fsync_directory(directory or ".", new_root)
+        finally:
+            _close(new_root, old_root)
         return files
 
-    def _make_parents(self, root: Path, path: str, made: set[str]) -> None:
-        parts = path.split("/")[:-1]
-        for depth in range(1, len(parts) + 1):
-            directory = "/".join(parts[:depth])
-            if directory not in made:
-                os.mkdir(root / directory, self.ownership.directory_mode)
-                self._own_directory(root / directory)
-                made.add(directory)
+    def _make_directories(self, root: int, directory: str, made: set[str]) -> None:
+        """Create ``directory`` and its missing parents below ``root``, with mode and owner."""
+        if directory in made:
+            return
+        self._make_directories(root, directory.rpartition("/")[0], made)
+        os.mkdir(directory, self.ownership.directory_mode, dir_fd=root)
+        fd = _open_directory(directory, root)
+        try:
+            self._own_directory(fd)
+        finally:
+            os.close(fd)
+        made.add(directory)
 
-    def _write_file(self, path: Path, data: bytes) -> FileState:
+    def _write_file(self, directory: int, name: str, data: bytes) -> FileState:
         own = self.ownership
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(path, flags, own.mode)
+        fd = os.open(name, flags, own.mode, dir_fd=directory)
         try:
             # Mode and owner are set before the first byte, so no reader ever sees looser permissions.
             os.fchmod(fd, own.mode)
@@ -291,15 +316,12 @@ class Writer:
             os.close(fd)
         return FileState(digest(data), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 
-    def _own_directory(self, path: Path) -> None:
+    def _own_directory(self, fd: int) -> None:
         # mkdir's mode is filtered by the umask; the directory mode is part of the contract.
-        os.chmod(path, self.ownership.directory_mode, follow_symlinks=False)
-        self._own(path)
-
-    def _own(self, path: Path) -> None:
+        os.fchmod(fd, self.ownership.directory_mode)
         own = self.ownership
         if own.uid is not None or own.gid is not None:
-            os.chown(path, _id(own.uid), _id(own.gid), follow_symlinks=False)
+            os.fchown(fd, _id(own.uid), _id(own.gid))
 
     def _link(self, names: set[str]) -> None:
         for name in sorted(names):
@@ -312,7 +334,7 @@ class Writer:
             os.symlink(generation, temporary)
             os.rename(temporary, self.target / DATA_LINK)
             if self.fsync:
-                _fsync_directory(self.target)
+                _fsync_directory(str(self.target))
         except OSError as exc:
             _remove_tree(str(self.target / generation))
             if os.path.lexists(temporary):
@@ -331,7 +353,6 @@ class Writer:
         if self.generation is not None:
             self._stale[self.generation] = self.clock()
         self.generation = generation
-        self.collect_garbage()
 
     def collect_garbage(self, everything: bool = False) -> None:
         """Remove stale generations older than the grace period, and all but the newest few; with
@@ -365,12 +386,22 @@ def _file_state(path: str) -> FileState:
     return FileState(found, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 
 
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _open_directory(path: str, parent: int | None = None) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+
+
+def _fsync_directory(path: str, parent: int | None = None) -> None:
+    fd = _open_directory(path, parent)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _close(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
 
 
 def _remove_tree(path: str) -> None:

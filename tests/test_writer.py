@@ -105,6 +105,7 @@ def test_stale_generations_go_after_the_grace_and_beyond_the_cap(tmp_path: Path)
     for n in range(MAX_STALE + 3):
         clock.now += 0.1
         writer.apply(*contents({"a": str(n).encode()}))  # type: ignore[arg-type]
+        writer.collect_garbage()  # the dispenser runs it after each signal
     assert len(generations(tmp_path / "t")) == MAX_STALE + 1
     clock.now += 5.0
     writer.collect_garbage()
