@@ -114,6 +114,8 @@ class Dispenser:
         self.digests: dict[bytes, bytes] = {}
         self.held: dict[bytes, bytes] = {}
         self.warned: dict[bytes, str] = {}
+        self.plan: Plan | None = None  # None: keys came or went since it was made
+        self.wanted: dict[str, bytes] = {}  # path -> digest, as the plan places the keys
         self.revision = 0
         self.retry_at: float | None = None
         self.retry_delay = RETRY_FIRST
@@ -219,13 +221,14 @@ class Dispenser:
     def _apply(self, batches: list[Batch]) -> bool | None:
         """Bring the target to the key table's state: True if a new generation went live, False if the
         target already matched, None if writing failed (it is retried)."""
-        self._absorb(batches)
-        plan = self.table.plan(self.digests, self.writer.is_foreign)
-        self._report(plan.refused)
-        self._hold_displaced(plan)
-        wanted = {path: self.digests[key] for path, key in plan.paths.items()}
+        changed = self._absorb(batches)
+        plan = self._plan()
+        for key in changed & self.digests.keys():
+            path = self.table.path(key)
+            if isinstance(path, str) and plan.paths.get(path) == key:
+                self.wanted[path] = self.digests[key]
         try:
-            swapped = self.writer.apply(wanted, lambda path: self.held[plan.paths[path]])
+            swapped = self.writer.apply(self.wanted, lambda path: self.held[plan.paths[path]])
         except WriteError as exc:
             self._write_failed(exc)
             return None
@@ -238,13 +241,25 @@ class Dispenser:
                 "revision %s: generation %s is live (%d files)",
                 self.revision,
                 self.writer.generation,
-                len(wanted),
+                len(self.wanted),
             )
         else:
             log.debug("revision %s: nothing changed on disk", self.revision)
         return swapped
 
-    def _absorb(self, batches: list[Batch]) -> None:
+    def _plan(self) -> Plan:
+        """Which key goes where; decided anew only when keys come or go (a changed value moves
+        nothing), which keeps a change from costing a pass over every key in Python."""
+        if self.plan is None:
+            self.plan = self.table.plan(self.digests, self.writer.is_foreign)
+            self._report(self.plan.refused)
+            self._hold_displaced(self.plan)
+            self.wanted = {path: self.digests[key] for path, key in self.plan.paths.items()}
+        return self.plan
+
+    def _absorb(self, batches: list[Batch]) -> set[bytes]:
+        """Take the batches into the key table; the keys whose value changed."""
+        changed: set[bytes] = set()
         for batch in batches:
             if batch.snapshot:
                 for key in self.digests.keys() - batch.changes.keys():
@@ -252,12 +267,18 @@ class Dispenser:
             for key, value in batch.changes.items():
                 if value is None:
                     self._forget(key)
-                else:
-                    self.digests[key] = digest(value)
-                    self.held[key] = value
+                    continue
+                if key not in self.digests:
+                    self.plan = None
+                self.digests[key] = digest(value)
+                self.held[key] = value
+                changed.add(key)
             self.revision = max(self.revision, batch.revision)
+        return changed
 
     def _forget(self, key: bytes) -> None:
+        if key in self.digests:
+            self.plan = None
         self.digests.pop(key, None)
         self.held.pop(key, None)
         self.table.forget(key)

@@ -203,12 +203,14 @@ class Writer:
 
         ``content(path)`` gives the bytes of a path that is not already live with that digest.
         """
-        if self._unchanged(wanted):
+        names = {path.split("/", 1)[0] for path in wanted}
+        reusable = self._reusable(wanted)
+        unchanged = len(reusable) == len(wanted) == len(self._files) and self._links == names
+        if unchanged and self.generation is not None:
             return False
         generation = self._new_generation()
         try:
-            files = self._fill(generation, wanted, content)
-            names = {path.split("/", 1)[0] for path in wanted}
+            files = self._fill(generation, wanted, reusable, content)
             self._link(names - self._links)
         except OSError as exc:
             _remove_tree(str(self.target / generation))
@@ -219,21 +221,18 @@ class Writer:
         self._files, self._links = files, names
         return True
 
-    def _unchanged(self, wanted: Mapping[str, bytes]) -> bool:
-        if self.generation is None or wanted.keys() != self._files.keys():
-            return False
-        if any(not self._fits(self._files[path], d) for path, d in wanted.items()):
-            return False
-        return self._links == {path.split("/", 1)[0] for path in wanted}
-
-    def _fits(self, state: FileState, wanted_digest: bytes) -> bool:
-        own = self.ownership
-        return (
-            state.digest == wanted_digest
+    def _reusable(self, wanted: Mapping[str, bytes]) -> set[str]:
+        """Paths whose live file already has the wanted digest, mode and owner."""
+        own, files = self.ownership, self._files
+        return {
+            path
+            for path, wanted_digest in wanted.items()
+            if (state := files.get(path)) is not None
+            and state.digest == wanted_digest
             and state.mode == own.mode
             and own.uid in (None, state.uid)
             and own.gid in (None, state.gid)
-        )
+        }
 
     def _new_generation(self) -> str:
         stamp = time.time_ns()
@@ -250,7 +249,11 @@ class Writer:
             return name
 
     def _fill(
-        self, generation: str, wanted: Mapping[str, bytes], content: Callable[[str], bytes]
+        self,
+        generation: str,
+        wanted: Mapping[str, bytes],
+        reusable: set[str],
+        content: Callable[[str], bytes],
     ) -> dict[str, FileState]:
         """Fill the new generation, one directory at a time through directory descriptors (short
         names instead of long paths: an unchanged file costs one link(2) and little else)."""
@@ -267,12 +270,11 @@ class Writer:
                 try:
                     for _, name in group:
                         path = f"{directory}/{name}" if directory else name
-                        old = self._files.get(path)
-                        if old_root is not None and old is not None and self._fits(old, wanted[path]):
+                        if path in reusable and old_root is not None:
                             if old_fd is None:
                                 old_fd = _open_directory(directory or ".", old_root)
                             os.link(name, name, src_dir_fd=old_fd, dst_dir_fd=new_fd, follow_symlinks=False)
-                            files[path] = old
+                            files[path] = self._files[path]
                         else:
                             files[path] = self._write_file(new_fd, name, content(path))
                 finally:
