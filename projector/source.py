@@ -29,7 +29,6 @@ from typing import Any
 
 import grpc
 import pyetcd
-from cryptography import x509
 from pyetcd import etcdrpc
 
 from .settings import Endpoint, EtcdConfig, Tls
@@ -264,6 +263,9 @@ def _presented_chain(endpoint: Endpoint, tls: Tls) -> list[bytes]:
 
 def _certificate_name(der: bytes) -> str | None:
     """A DNS name or IP address the certificate is for, to verify the host name against."""
+    # Imported here: only insecure mode needs it, and it costs every other run 10 MiB of memory.
+    from cryptography import x509
+
     certificate = x509.load_der_x509_certificate(der)
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
