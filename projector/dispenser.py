@@ -43,7 +43,7 @@ FORWARDED = (
 STOPPING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGQUIT})
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
-GARBAGE_TICK = 1.0
+GARBAGE_TICK = 0.2  # how long nothing must happen before stale generations are collected
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class Dispenser:
         self.wanted: dict[str, bytes] = {}  # path -> digest, as the plan places the keys
         self.revision = 0
         self.retry_at: float | None = None
+        self.idle = False  # whether the last wait for events timed out
         self.retry_delay = RETRY_FIRST
 
     # -- the run -------------------------------------------------------------------------------------------
@@ -145,7 +146,6 @@ class Dispenser:
         """Wait until etcd's state is on disk; an exit status if we are told to stop first."""
         while True:
             status, written = self._step()
-            self.writer.collect_garbage()
             if status is not None:
                 return status
             if written is not None:
@@ -159,12 +159,17 @@ class Dispenser:
             if swapped and self.child is not None and self.options.signal is not None:
                 self.child.signal(self.options.signal)
                 log.debug("sent %s to the child", self.options.signal.name)
-            self.writer.collect_garbage()  # after the signal: removal is off the critical path
+            if self.idle:
+                # Removing a 10,000-file generation takes about as long as writing one: done when
+                # nothing waits, so that it never delays a change (the writer caps the pile).
+                self.writer.collect_garbage()
 
     def _step(self) -> tuple[int | None, bool | None]:
         """Take every waiting event: (exit status or None, outcome of ``_apply`` or None if none ran)."""
         batches: list[Batch] = []
-        for event in self.events.take(self._wait_time()):
+        events = self.events.take(self._wait_time())
+        self.idle = not events
+        for event in events:
             if isinstance(event, Batch):
                 batches.append(event)
                 continue

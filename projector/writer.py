@@ -23,8 +23,8 @@ Writing a change (``Writer.apply``) goes like this:
  7. Remove the links of names that are gone; only links that point into ``..data/`` are ever removed.
  8. Mark the old generation stale. Stale generations stay for a grace period, so that a reader that
     resolved ``..data`` just before the swap can finish; ``collect_garbage``, which the caller runs
-    after it has signalled the child (removal is off the path from commit to signal), removes them
-    after it.
+    when no change is waiting (removal is off the path from commit to signal), removes them after
+    it. Only if more than ``MAX_PILED`` pile up is the oldest removed at once.
 
 What to remove is always computed from generation names this module created or recognised by their
 pattern, never by walking paths a user could have planted links in. ``open`` cleans what a crash left
@@ -56,7 +56,8 @@ DATA_LINK = "..data"
 TEMP_LINK_PREFIX = "..data_tmp."
 GENERATION_PATTERN = re.compile(r"\.\.\d{4}(?:_\d{2}){5}\.\d{9}")
 GRACE_SECONDS = 5.0
-MAX_STALE = 3  # bounds disk use under a burst of changes, grace or not
+MAX_STALE = 3  # stale generations kept within the grace, at most
+MAX_PILED = 16  # stale generations at most, even while there is no time to collect them
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +356,10 @@ class Writer:
         if self.generation is not None:
             self._stale[self.generation] = self.clock()
         self.generation = generation
+        if len(self._stale) > MAX_PILED:
+            oldest = min(self._stale, key=self._stale.__getitem__)
+            _remove_tree(str(self.target / oldest))
+            del self._stale[oldest]
 
     def collect_garbage(self, everything: bool = False) -> None:
         """Remove stale generations older than the grace period, and all but the newest few; with

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -204,7 +203,9 @@ def commit(client: object, pairs: list[tuple[str, str]]) -> int:
     return int(client.get_response(PREFIX + "seq").header.revision)  # type: ignore[attr-defined]
 
 
-def latency(keys: int, rounds: int, with_etcdctl: bool, value_size: int = 64, subdirs: int = 0) -> dict[str, float]:
+def latency(
+    keys: int, rounds: int, with_etcdctl: bool, value_size: int = 64, subdirs: int = 0
+) -> dict[str, float]:
     with session(keys, value_size, subdirs) as (etcd, dispenser, started):
         watch = EtcdctlWatch(etcd) if with_etcdctl else None
         ours: list[float] = []
@@ -258,55 +259,71 @@ def burst(keys: int = 100, puts: int = 200) -> dict[str, float]:
         return {"puts": puts, "signals": dispenser.count("hup"), "settled_s": settled}
 
 
+def row(*cells: object) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def table(*headers: str) -> list[str]:
+    return [row(*headers), row(*["---"] * len(headers))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and no 50,000-key run")
     parser.add_argument("--output", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
     rounds = 40 if args.quick else 200
-    lines = ["# Benchmarks", "", f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, by `scripts/bench.py`.", ""]
+    when = f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, by `scripts/bench.py`."
+    lines = ["# Benchmarks", "", when, ""]
 
     lines += ["## 1. Commit-to-signal latency, 2-key transactions (ms)", ""]
-    lines += ["| keys | ours p50 | ours p99 | etcdctl p50 | etcdctl p99 | ratio p50 | ratio p99 |", "|---|---|---|---|---|---|---|"]
+    lines += table("keys", "ours p50", "ours p99", "etcdctl p50", "etcdctl p99", "ratio p50", "ratio p99")
     for keys in (100, 1000):
         r = latency(keys, rounds, with_etcdctl=True)
-        lines.append(
-            f"| {keys} | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['etcdctl_p50'])} | {ms(r['etcdctl_p99'])} "
-            f"| {r['p50'] / r['etcdctl_p50']:.2f} | {r['p99'] / r['etcdctl_p99']:.2f} |"
-        )
+        ratio50, ratio99 = r["p50"] / r["etcdctl_p50"], r["p99"] / r["etcdctl_p99"]
+        cells = (ms(r["p50"]), ms(r["p99"]), ms(r["etcdctl_p50"]), ms(r["etcdctl_p99"]))
+        lines.append(row(keys, *cells, f"{ratio50:.2f}", f"{ratio99:.2f}"))
         print(lines[-1], flush=True)
 
     lines += ["", "## 2. Scale: 10,000 keys of 2 KiB in 100 subdirectories", ""]
     r = latency(10_000, rounds // 4, with_etcdctl=False, value_size=2048, subdirs=100)
-    lines += [
-        "| start to child running | update p50 | update p99 | RSS | disk |",
-        "|---|---|---|---|---|",
-        f"| {r['start_s']:.2f} s | {ms(r['p50'])} ms | {ms(r['p99'])} ms | {r['rss_mib']:.0f} MiB | {r['disk_mib']:.0f} MiB |",
-    ]
+    lines += table("start to child running", "update p50", "update p99", "RSS", "disk")
+    lines.append(
+        row(
+            f"{r['start_s']:.2f} s",
+            f"{ms(r['p50'])} ms",
+            f"{ms(r['p99'])} ms",
+            mib(r["rss_mib"]),
+            mib(r["disk_mib"]),
+        )
+    )
     print(lines[-1], flush=True)
 
     lines += ["", "## 3. Cost growth: one-key update (values of 64 bytes, 100 subdirectories)", ""]
-    lines += ["| keys | start | update p50 | update p99 | RSS |", "|---|---|---|---|---|"]
+    lines += table("keys", "start", "update p50", "update p99", "RSS")
     growth = []
     for keys in (100, 1000, 10_000) if args.quick else (100, 1000, 10_000, 50_000):
         r = latency(keys, rounds // 4, with_etcdctl=False, subdirs=100)
         growth.append(r)
-        lines.append(f"| {keys} | {r['start_s']:.2f} s | {ms(r['p50'])} ms | {ms(r['p99'])} ms | {r['rss_mib']:.0f} MiB |")
+        lines.append(
+            row(keys, f"{r['start_s']:.2f} s", f"{ms(r['p50'])} ms", f"{ms(r['p99'])} ms", mib(r["rss_mib"]))
+        )
         print(lines[-1], flush=True)
 
     lines += ["", "## 4. Burst: single-key puts as fast as possible", ""]
     b = burst()
-    lines += [
-        "| puts | signals | files equal etcd after the last put |",
-        "|---|---|---|",
-        f"| {b['puts']:.0f} | {b['signals']:.0f} | {ms(b['settled_s'])} ms |",
-    ]
+    lines += table("puts", "signals", "files equal etcd after the last put")
+    lines.append(row(f"{b['puts']:.0f}", f"{b['signals']:.0f}", f"{ms(b['settled_s'])} ms"))
     print(lines[-1], flush=True)
 
     args.output.mkdir(exist_ok=True)
     (args.output / "benchmarks.md").write_text("\n".join(lines) + "\n")
     plot(growth, args.output / "benchmarks.png")
     print("\n".join(lines))
+
+
+def mib(value: float) -> str:
+    return f"{value:.0f} MiB"
 
 
 def plot(growth: list[dict[str, float]], path: Path) -> None:

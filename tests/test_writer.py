@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from projector.settings import Ownership
-from projector.writer import DATA_LINK, MAX_STALE, WriteError, Writer, digest
+from projector.writer import DATA_LINK, MAX_PILED, MAX_STALE, WriteError, Writer, digest
 
 
 def contents(values: dict[str, bytes]) -> tuple[dict[str, bytes], object]:
@@ -171,3 +171,11 @@ def test_mode_and_owner_are_set_before_the_first_byte(
     assert seen == [(0o640, uid, gid)] * 2
     assert stat.S_IMODE(os.stat(tmp_path / "t" / "d").st_mode) == 0o750
     assert os.stat(tmp_path / "t" / "d").st_uid == uid
+
+
+def test_without_collection_at_most_max_piled_stale_generations_remain(tmp_path: Path) -> None:
+    writer = opened(tmp_path / "t")
+    for n in range(MAX_PILED + 4):
+        writer.apply(*contents({"a": str(n).encode()}))  # type: ignore[arg-type]
+    assert len(generations(tmp_path / "t")) == MAX_PILED + 1
+    assert os.readlink(tmp_path / "t" / DATA_LINK) == max(generations(tmp_path / "t"))
