@@ -100,6 +100,13 @@ class Writer:
         self._files: dict[str, FileState] = {}
         self._links: set[str] = set()
         self._stale: dict[str, float] = {}
+        # Whether a new directory needs chmod/chown after mkdir: not when the umask leaves its mode
+        # alone and no owner is set, which saves three system calls per directory and generation.
+        # Read once, here, before any other thread runs: reading the umask means setting it.
+        umask = os.umask(0o077)
+        os.umask(umask)
+        own = ownership
+        self._fix_directories = bool(own.directory_mode & umask) or own.uid is not None or own.gid is not None
 
     # -- start -------------------------------------------------------------------------------------------
 
@@ -293,11 +300,12 @@ class Writer:
             return
         self._make_directories(root, directory.rpartition("/")[0], made)
         os.mkdir(directory, self.ownership.directory_mode, dir_fd=root)
-        fd = _open_directory(directory, root)
-        try:
-            self._own_directory(fd)
-        finally:
-            os.close(fd)
+        if self._fix_directories:
+            fd = _open_directory(directory, root)
+            try:
+                self._own_directory(fd)
+            finally:
+                os.close(fd)
         made.add(directory)
 
     def _write_file(self, directory: int, name: str, data: bytes) -> FileState:

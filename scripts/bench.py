@@ -37,13 +37,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 from etcd_server import EtcdServer  # noqa: E402
 
 PREFIX = "/bench/"
+BEGIN, END = "<!-- results: written by scripts/bench.py -->", "<!-- end of results -->"
 TXN_OPS = 128
 
 # The child: on SIGHUP it reads the 'seq' file through ..data and reports (time, seq) on a FIFO.
 CHILD = r"""
 import os, signal, sys, time
 target, fifo = sys.argv[1], sys.argv[2]
-out = open(fifo, "w", buffering=1)
+out = os.open(fifo, os.O_WRONLY)  # os.write: a handler may interrupt another handler's write
 def seq():
     try:
         with open(os.path.join(target, "seq")) as f:
@@ -51,7 +52,7 @@ def seq():
     except OSError:
         return "-"
 def report(kind):
-    out.write(f"{kind} {time.time():.6f} {seq()}\n")
+    os.write(out, f"{kind} {time.time():.6f} {seq()}\n".encode())
 signal.signal(signal.SIGHUP, lambda *_: report("hup"))
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 report("start")
@@ -317,9 +318,19 @@ def main() -> None:
     print(lines[-1], flush=True)
 
     args.output.mkdir(exist_ok=True)
-    (args.output / "benchmarks.md").write_text("\n".join(lines) + "\n")
+    write_results(args.output / "benchmarks.md", lines)
     plot(growth, args.output / "benchmarks.png")
     print("\n".join(lines))
+
+
+def write_results(path: Path, lines: list[str]) -> None:
+    """Replace the results between the markers, keeping what the file says around them (the history
+    of optimisations); a new file holds only the results."""
+    results = f"{BEGIN}\n" + "\n".join(lines) + f"\n{END}"
+    text = path.read_text() if path.exists() else f"{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    path.write_text(head + results + tail)
 
 
 def mib(value: float) -> str:
