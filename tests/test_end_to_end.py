@@ -212,32 +212,6 @@ def test_a_command_that_cannot_start_is_one_line_and_non_zero(run: Run) -> None:
     assert "Traceback" not in run.log
 
 
-def test_etcd_restart_under_a_running_dispenser(run: Run) -> None:
-    run.etcd.put(("/cfg/a", "1"))
-    run.start("--signal=SIGHUP")
-    start = run.wait_started()
-    for n in range(2, 4):
-        run.etcd.kill()
-        time.sleep(0.5)
-        assert run.files() == {"a": str(n - 1).encode()}
-        run.etcd.start()
-        run.etcd.put(("/cfg/a", str(n)))
-        record = run.wait_signals(n - 1, timeout=20)[-1]
-        assert record["files"] == {"a": str(n)}
-    assert [r["pid"] for r in run.signals("start")] == [start["pid"]]
-    assert run.log.count("keeping the current files and retrying") == 2
-
-
-def test_etcd_down_at_start_then_up(run: Run) -> None:
-    run.etcd.put(("/cfg/a", "1"))
-    run.etcd.kill()
-    run.start("--signal=SIGHUP")
-    time.sleep(1.0)
-    assert run.signals("start") == []
-    run.etcd.start()
-    assert run.wait_started(timeout=20)["files"] == {"a": "1"}
-
-
 def test_python_dash_m_is_the_console_script(tmp_path: Path) -> None:
     import subprocess
 

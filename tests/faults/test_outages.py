@@ -54,38 +54,34 @@ def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
     members.kill()
 
 
-def test_a_hung_member_is_noticed_and_another_is_used(tmp_path: Path, cluster: EtcdCluster) -> None:
+@pytest.fixture
+def cluster_run(tmp_path: Path, cluster: EtcdCluster) -> Iterator[Run]:
     run = Run(tmp_path, cluster)
-    try:
-        cluster.put(("/cfg/a", "0"))
-        run.start("--signal=SIGHUP")
-        run.wait_started()
-        assert run.log.count("is live") == 1
-        # The dispenser starts with the first endpoint; freeze it (hung, not dead: no RST, no FIN).
-        cluster.members[0].freeze()
-        began = time.monotonic()
-        cluster.put(("/cfg/a", "1"))
-        assert run.wait_signals(1, timeout=40)[-1]["files"] == {"a": "1"}
-        noticed = time.monotonic() - began
-        assert "keeping the current files and retrying" in run.log
-        cluster.members[0].thaw()
-        print(f"FIGURE hung member (SIGSTOP) to update via another member: {noticed:.1f} s")
-    finally:
-        run.stop()
+    cluster.put(("/cfg/a", "0"))
+    run.start("--signal=SIGHUP")
+    yield run
+    run.stop()
 
 
-def test_each_member_killed_in_turn_updates_keep_flowing(tmp_path: Path, cluster: EtcdCluster) -> None:
-    run = Run(tmp_path, cluster)
-    try:
-        cluster.put(("/cfg/a", "0"))
-        run.start("--signal=SIGHUP")
-        start = run.wait_started()
-        for n, member in enumerate(cluster.members, start=1):
-            member.kill()
-            cluster.put(("/cfg/a", str(n)))
-            assert run.wait_signals(n, timeout=30)[-1]["files"] == {"a": str(n)}
-            member.launch()
-            cluster.wait_ready()
-        assert [r["pid"] for r in run.signals("start")] == [start["pid"]]
-    finally:
-        run.stop()
+def test_a_hung_member_is_noticed_and_another_is_used(cluster_run: Run, cluster: EtcdCluster) -> None:
+    cluster_run.wait_started()
+    # The dispenser starts with the first endpoint; freeze it (hung, not dead: no RST, no FIN).
+    cluster.members[0].freeze()
+    began = time.monotonic()
+    cluster.put(("/cfg/a", "1"))
+    assert cluster_run.wait_signals(1, timeout=40)[-1]["files"] == {"a": "1"}
+    noticed = time.monotonic() - began
+    assert "keeping the current files and retrying" in cluster_run.log
+    cluster.members[0].thaw()
+    print(f"FIGURE hung member (SIGSTOP) to update via another member: {noticed:.1f} s")
+
+
+def test_each_member_killed_in_turn_updates_keep_flowing(cluster_run: Run, cluster: EtcdCluster) -> None:
+    start = cluster_run.wait_started()
+    for n, member in enumerate(cluster.members, start=1):
+        member.kill()
+        cluster.put(("/cfg/a", str(n)))
+        assert cluster_run.wait_signals(n, timeout=30)[-1]["files"] == {"a": str(n)}
+        member.launch()
+        cluster.wait_ready()
+    assert [r["pid"] for r in cluster_run.signals("start")] == [start["pid"]]
