@@ -74,14 +74,13 @@ class Source:
         self.range_end = _prefix_end(prefix)
         self.deliver = deliver
         self.revision: int | None = None  # the last revision delivered
-        self.connected = False
+        self._backoff = BACKOFF_FIRST
         self._stopping = threading.Event()
         self._stream: Any = None
         self._attempt = 0
         self._outage_since: float | None = None
 
     def run(self) -> None:
-        backoff = BACKOFF_FIRST
         while not self._stopping.is_set():
             client = None
             try:
@@ -89,14 +88,13 @@ class Source:
                 if self.revision is None:
                     self._snapshot(client)
                 self._watch(client, on_live=self._recovered)
-                backoff = BACKOFF_FIRST
             except Compacted as exc:
                 log.info("etcd compacted the history we need (%s); reading the prefix anew", exc)
                 self.revision = None
             except Exception as exc:
                 self._failed(exc)
-                self._stopping.wait(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                self._stopping.wait(self._backoff * random.uniform(0.5, 1.0))
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             finally:
                 if client is not None:
                     client.close()
@@ -123,15 +121,18 @@ class Source:
         ep = pyetcd.Endpoint(
             endpoint.host, endpoint.port, secure=tls is not None, creds=creds, time_retry=0.5, opts=options
         )
-        client = pyetcd.MultiEndpointEtcd3Client(
-            endpoints=[ep], timeout=CALL_TIMEOUT, user=self.config.username, password=self.config.password
-        )
+        try:
+            client = pyetcd.MultiEndpointEtcd3Client(
+                endpoints=[ep], timeout=CALL_TIMEOUT, user=self.config.username, password=self.config.password
+            )
+        except BaseException:
+            ep.close()  # authentication failed: the client that would close the channel does not exist
+            raise
         # The token travels as plain metadata: grpcio refuses call credentials on an insecure channel.
         client.call_credentials = None
         return client
 
     def _failed(self, exc: Exception) -> None:
-        self.connected = False
         reason = _reason(exc)
         if self._outage_since is None:
             self._outage_since = time.monotonic()
@@ -140,7 +141,8 @@ class Source:
             log.debug("etcd still failing: %s", reason)
 
     def _recovered(self) -> None:
-        self.connected = True
+        """The watch is live: a later outage starts again from the shortest backoff."""
+        self._backoff = BACKOFF_FIRST
         if self._outage_since is not None:
             took = time.monotonic() - self._outage_since
             log.warning("etcd is back after %.1f s; resuming at revision %s", took, self.revision)
