@@ -4,11 +4,14 @@ What a PID-1 supervisor owes its child (as tini and dumb-init do it): the child 
 group and, on a terminal we own, the foreground, so that the terminal's Ctrl-C reaches it once, not twice;
 signals go to the child's pid only, never to a process group of which unrelated processes could be part;
 every zombie is reaped, not only the child's; and a child killed by signal N becomes exit status 128+N.
+Outside a container (not PID 1) we make ourselves a child subreaper, as tini -s does, so that the
+child's orphans are still ours to reap rather than init's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -17,6 +20,7 @@ import sys
 # Exit statuses a shell uses for a command it cannot run; operators already know them.
 NOT_FOUND = 127
 NOT_EXECUTABLE = 126
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
 class StartError(Exception):
@@ -37,6 +41,7 @@ class Child:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        _become_subreaper()
         try:
             process = subprocess.Popen(self.argv, env=self.env, process_group=0)
         except FileNotFoundError:
@@ -71,6 +76,15 @@ def reap_all() -> dict[int, int]:
         if pid == 0:
             return reaped
         reaped[pid] = os.waitstatus_to_exitcode(wait_status)
+
+
+def _become_subreaper() -> None:
+    """Orphans of the child's tree are reparented to us, not to init (Linux; harmless elsewhere)."""
+    if os.getpid() == 1:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _give_terminal(pgid: int) -> None:

@@ -217,3 +217,22 @@ def test_python_dash_m_is_the_console_script(tmp_path: Path) -> None:
 
     done = subprocess.run([sys.executable, "-m", "projector", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("etcd-config-dispenser ")
+
+
+def test_orphans_of_the_child_are_reaped(run: Run, tmp_path: Path) -> None:
+    run.etcd.put(("/cfg/a", "1"))
+    pid_file = tmp_path / "orphan.pid"
+    # The inner shell starts a short sleep and exits at once: the sleep is orphaned, and must end up
+    # reaped by the dispenser (PID 1 in a container, a child subreaper elsewhere), not a zombie.
+    script = f"sh -c 'sleep 1 & echo $! > {pid_file}'; exec sleep 60"
+    run.start(command=["sh", "-c", script])
+    orphan = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10, "the orphan's pid"))
+    assert run.process is not None
+
+    def parent() -> int:
+        with open(f"/proc/{orphan}/stat") as stat_file:
+            return int(stat_file.read().rpartition(")")[2].split()[1])
+
+    assert wait_for(lambda: parent() == run.process.pid, 5, "the orphan to be reparented to the dispenser")
+    wait_for(lambda: not os.path.exists(f"/proc/{orphan}"), 10, "the orphan to be reaped, not a zombie")
+    assert run.process.poll() is None

@@ -151,3 +151,14 @@ def test_child_environment_has_no_etcd_secrets() -> None:
         "ETCD_CLIENT_KEY_FILE": "/k",
     }
     assert child_environment(environ) == {"PATH": "/bin", "ETCD_ENDPOINTS": "x", "ETCD_USERNAME": "u"}
+
+
+def test_only_root_gives_files_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "getegid", lambda: 1000)
+    monkeypatch.setattr(os, "getgroups", lambda: [1000, 27])
+    assert load_options(prefix="/c", target="t", owner="1000", group="27").ownership.gid == 27
+    with pytest.raises(UsageError, match=r"^--owner: only root"):
+        load_options(prefix="/c", target="t", owner="0")
+    with pytest.raises(UsageError, match=r"^--group: only root"):
+        load_options(prefix="/c", target="t", group="0")

@@ -179,3 +179,10 @@ def test_without_collection_at_most_max_piled_stale_generations_remain(tmp_path:
         writer.apply(*contents({"a": str(n).encode()}))  # type: ignore[arg-type]
     assert len(generations(tmp_path / "t")) == MAX_PILED + 1
     assert os.readlink(tmp_path / "t" / DATA_LINK) == max(generations(tmp_path / "t"))
+
+
+def test_fsync_mode_writes_the_same_tree(tmp_path: Path) -> None:
+    writer = opened(tmp_path / "t", fsync=True)
+    assert writer.apply(*contents({"a": b"1", "d/e/f": b"2"}))  # type: ignore[arg-type]
+    assert writer.apply(*contents({"a": b"1", "d/e/f": b"3"}))  # type: ignore[arg-type]
+    assert (tmp_path / "t" / "d" / "e" / "f").read_bytes() == b"3"
