@@ -8,6 +8,7 @@ written); 1 when the target cannot be prepared; 126/127 when the command cannot 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import NoReturn
 
 from .child import StartError
 from .dispenser import Dispenser
+from .metrics import Metrics, serve
 from .settings import UsageError, load_etcd_config, load_options
 from .writer import WriteError
 
@@ -49,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--once", action="store_true", help="project once and exit (for init containers)")
     add("--fsync", action="store_true", help="flush files and directories to disk around each swap")
     add("--log-level", choices=LOG_LEVELS, default="info", help="default info")
+    add(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or one JSON object a line",
+    )
+    add("--metrics-address", help="serve /metrics, /healthz and /readyz on HOST:PORT (off by default)")
     add("--version", action="version", version=f"{PROG} {version('etcd-config-dispenser')}")
     return parser
 
@@ -71,13 +80,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
         etcd = load_etcd_config()
         if options.target.exists() and not options.target.is_dir():
             raise UsageError(f"--target: {str(options.target)!r} exists and is not a directory")
+        metrics = Metrics()
+        if options.metrics_address:
+            _serve(metrics, *options.metrics_address)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    _configure_logging(options.log_level)
+    _configure_logging(options.log_level, options.log_format)
     log.info("projecting %s from %s into %s", options.prefix.decode(), etcd.describe(), options.target)
     try:
-        sys.exit(Dispenser(options, etcd).run())
+        sys.exit(Dispenser(options, etcd, metrics).run())
     except WriteError as exc:
         log.error("cannot prepare the target: %s", exc)
         sys.exit(1)
@@ -86,11 +98,35 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(exc.status)
 
 
-def _configure_logging(level: str) -> None:
+def _serve(metrics: Metrics, host: str, port: int) -> None:
+    try:
+        serve(metrics, host, port)
+    except OSError as exc:
+        raise UsageError(f"--metrics-address: cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                "level": record.levelname.lower(),
+                "message": record.getMessage(),
+            }
+        )
+
+
+def _configure_logging(level: str, form: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    formatter = logging.Formatter(
-        "%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"
-    )
+    formatter: logging.Formatter
+    if form == "json":
+        formatter = _JsonFormatter()
+    else:
+        formatter = logging.Formatter(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"
+        )
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     root = logging.getLogger()

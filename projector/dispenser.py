@@ -26,6 +26,7 @@ from types import FrameType
 
 from .child import Child, reap_all
 from .keys import PathTable, Plan, RefusedKey, printable
+from .metrics import HEARTBEAT_SECONDS, Metrics
 from .settings import EtcdConfig, Options, child_environment
 from .source import Batch, Source
 from .writer import WriteError, Writer, digest
@@ -104,12 +105,13 @@ class Inbox:
 
 
 class Dispenser:
-    def __init__(self, options: Options, etcd: EtcdConfig) -> None:
+    def __init__(self, options: Options, etcd: EtcdConfig, metrics: Metrics) -> None:
         self.options = options
+        self.metrics = metrics
         self.events = Inbox()
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
         self.child = Child(options.command, child_environment()) if options.command else None
-        self.source = Source(etcd, options.prefix, self.events.put)
+        self.source = Source(etcd, options.prefix, self.events.put, metrics)
         self.table = PathTable(options.prefix)
         self.digests: dict[bytes, bytes] = {}
         self.held: dict[bytes, bytes] = {}
@@ -132,6 +134,7 @@ class Dispenser:
             status = self._first_projection()
             if status is not None:
                 return status
+            self.metrics.ready = True
             if self.options.once:
                 self.writer.collect_garbage(everything=True)
                 return 0
@@ -158,6 +161,7 @@ class Dispenser:
                 return status
             if swapped and self.child is not None and self.options.signal is not None:
                 self.child.signal(self.options.signal)
+                self.metrics.signals.inc()
                 log.debug("sent %s to the child", self.options.signal.name)
             if self.idle:
                 # Removing a 10,000-file generation takes about as long as writing one: done when
@@ -169,6 +173,7 @@ class Dispenser:
         batches: list[Batch] = []
         events = self.events.take(self._wait_time())
         self.idle = not events
+        self.metrics.beat()
         for event in events:
             if isinstance(event, Batch):
                 batches.append(event)
@@ -187,6 +192,8 @@ class Dispenser:
             waits.append(max(0.0, self.retry_at - time.monotonic()))
         if self.writer.has_garbage:
             waits.append(GARBAGE_TICK)
+        if self.options.metrics_address:
+            waits.append(HEARTBEAT_SECONDS)
         return min(waits, default=None)
 
     def _answer(self, event: Received | ChildEvent) -> int | None:
@@ -241,7 +248,9 @@ class Dispenser:
             log.warning("writing the target works again")
             self.retry_at, self.retry_delay = None, RETRY_FIRST
         self.held = {key: value for key, value in self.held.items() if self._kept_aside(key, plan)}
+        self.metrics.synced(self.revision)
         if swapped:
+            self.metrics.generations.inc()
             log.info(
                 "revision %s: generation %s is live (%d files)",
                 self.revision,
@@ -258,6 +267,7 @@ class Dispenser:
         if self.plan is None:
             self.plan = self.table.plan(self.digests, self.writer.is_foreign)
             self._report(self.plan.refused)
+            self.metrics.rejected_keys.set(len(self.plan.refused))
             self._hold_displaced(self.plan)
             self.wanted = {path: self.digests[key] for path, key in self.plan.paths.items()}
         return self.plan
@@ -311,6 +321,7 @@ class Dispenser:
         return key in plan.refused and not isinstance(self.table.path(key), RefusedKey)
 
     def _write_failed(self, exc: WriteError) -> None:
+        self.metrics.errors.labels("write").inc()
         if self.retry_at is None:
             log.error("cannot write the target, keeping the last good files: %s", exc)
         else:

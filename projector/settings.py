@@ -89,6 +89,14 @@ def _resolve_id(text: str, lookup: Callable[[str], int], kind: str) -> int:
         raise ValueError(f"no {kind} named {word!r}") from None
 
 
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6; an empty host listens on every address)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def normalize_prefix(text: str) -> bytes:
     """The prefix names a directory: ``/certs`` and ``/certs/`` are the same, ``/certsX`` is outside it."""
     if not text:
@@ -129,6 +137,10 @@ class Options(BaseModel):
     once: bool = False
     fsync: bool = False
     log_level: str = "info"
+    log_format: str = "text"
+    metrics_address: Annotated[tuple[str, int] | None, BeforeValidator(lambda v: v and parse_address(v))] = (
+        None
+    )
     command: list[str] = []
 
     @property

@@ -31,6 +31,7 @@ import grpc
 import pyetcd
 from pyetcd import etcdrpc
 
+from .metrics import Metrics
 from .settings import Endpoint, EtcdConfig, Tls
 
 PAGE_SIZE = 500
@@ -68,8 +69,11 @@ class Compacted(Exception):
 class Source:
     """Reads the prefix from etcd and delivers batches until :meth:`stop`."""
 
-    def __init__(self, config: EtcdConfig, prefix: bytes, deliver: Callable[[Batch], None]) -> None:
+    def __init__(
+        self, config: EtcdConfig, prefix: bytes, deliver: Callable[[Batch], None], metrics: Metrics
+    ) -> None:
         self.config = config
+        self.metrics = metrics
         self.prefix = prefix
         self.range_end = _prefix_end(prefix)
         self.deliver = deliver
@@ -133,6 +137,8 @@ class Source:
         return client
 
     def _failed(self, exc: Exception) -> None:
+        self.metrics.etcd_connected.set(0)
+        self.metrics.errors.labels("etcd").inc()
         reason = _reason(exc)
         if self._outage_since is None:
             self._outage_since = time.monotonic()
@@ -142,6 +148,7 @@ class Source:
 
     def _recovered(self) -> None:
         """The watch is live: a later outage starts again from the shortest backoff."""
+        self.metrics.etcd_connected.set(1)
         self._backoff = BACKOFF_FIRST
         if self._outage_since is not None:
             took = time.monotonic() - self._outage_since
