@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         default="text",
         help="text (default) or one JSON object a line",
     )
+    add(
+        "--check", metavar="CMD", help="shell command that must succeed on $DISPENSER_CANDIDATE before a swap"
+    )
+    add("--on-change", metavar="CMD", help="shell command run after each swap, with $DISPENSER_GENERATION")
     add("--metrics-address", help="serve /metrics, /healthz and /readyz on HOST:PORT (off by default)")
     add("--version", action="version", version=f"{PROG} {version('etcd-config-dispenser')}")
     return parser

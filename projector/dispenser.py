@@ -22,14 +22,15 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
-from .child import Child, reap_all
+from .child import Child, reap_all, run_hook
 from .keys import PathTable, Plan, RefusedKey, printable
 from .metrics import HEARTBEAT_SECONDS, Metrics
 from .settings import EtcdConfig, Options, child_environment
 from .source import Batch, Source
-from .writer import WriteError, Writer, digest
+from .writer import Rejected, WriteError, Writer, digest
 
 FORWARDED = (
     signal.SIGHUP,
@@ -44,6 +45,7 @@ FORWARDED = (
 STOPPING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGQUIT})
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
+HOOK_TIMEOUT = 60.0  # seconds a --check or --on-change command may take
 GARBAGE_TICK = 0.2  # how long nothing must happen before stale generations are collected
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,8 @@ class Dispenser:
         self.metrics = metrics
         self.events = Inbox()
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
-        self.child = Child(options.command, child_environment()) if options.command else None
+        self.hook_environment = child_environment()
+        self.child = Child(options.command, self.hook_environment) if options.command else None
         self.source = Source(etcd, options.prefix, self.events.put, metrics)
         self.table = PathTable(options.prefix)
         self.digests: dict[bytes, bytes] = {}
@@ -151,6 +154,8 @@ class Dispenser:
             status, written = self._step()
             if status is not None:
                 return status
+            if written is False:
+                self._on_change()  # files already matched etcd: still, the first projection is live
             if written is not None:
                 return None
 
@@ -239,11 +244,14 @@ class Dispenser:
             path = self.table.path(key)
             if isinstance(path, str) and plan.paths.get(path) == key:
                 self.wanted[path] = self.digests[key]
+        accept = self._check if self.options.check else None
         try:
-            swapped = self.writer.apply(self.wanted, lambda path: self.held[plan.paths[path]])
+            swapped = self.writer.apply(self.wanted, lambda path: self.held[plan.paths[path]], accept)
         except WriteError as exc:
             self._write_failed(exc)
             return None
+        except Rejected:
+            return None  # values stay held; the next change is tried again
         if self.retry_at is not None:
             log.warning("writing the target works again")
             self.retry_at, self.retry_delay = None, RETRY_FIRST
@@ -251,6 +259,7 @@ class Dispenser:
         self.metrics.synced(self.revision)
         if swapped:
             self.metrics.generations.inc()
+            self._on_change()
             log.info(
                 "revision %s: generation %s is live (%d files)",
                 self.revision,
@@ -320,6 +329,33 @@ class Dispenser:
         """Whether a value must stay in memory: valid, but not on disk."""
         return key in plan.refused and not isinstance(self.table.path(key), RefusedKey)
 
+    def _check(self, candidate: Path) -> bool:
+        """--check: the candidate goes live only if the command succeeds on it."""
+        assert self.options.check is not None
+        env = {**self.hook_environment, "DISPENSER_CANDIDATE": str(candidate)}
+        outcome = run_hook(self.options.check, env, HOOK_TIMEOUT)
+        if outcome == 0:
+            return True
+        self.metrics.errors.labels("check").inc()
+        log.error(
+            "revision %s: --check rejected the new files (%s); the old ones stay",
+            self.revision,
+            _said(outcome),
+        )
+        return False
+
+    def _on_change(self) -> None:
+        """--on-change: told after each swap; its failure is logged and counted, never fatal."""
+        if not self.options.on_change:
+            return
+        live = self.options.target / str(self.writer.generation)
+        outcome = run_hook(
+            self.options.on_change, {**self.hook_environment, "DISPENSER_GENERATION": str(live)}, HOOK_TIMEOUT
+        )
+        if outcome != 0:
+            self.metrics.errors.labels("on_change").inc()
+            log.warning("revision %s: --on-change failed (%s)", self.revision, _said(outcome))
+
     def _write_failed(self, exc: WriteError) -> None:
         self.metrics.errors.labels("write").inc()
         if self.retry_at is None:
@@ -328,3 +364,7 @@ class Dispenser:
             log.debug("writing the target still fails: %s", exc)
         self.retry_at = time.monotonic() + self.retry_delay
         self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
+
+
+def _said(outcome: int | str) -> str:
+    return f"exit status {outcome}" if isinstance(outcome, int) else outcome

@@ -32,7 +32,10 @@ class Metrics:
         self.last_sync = gauge("last_sync_timestamp_seconds", "when the files last matched etcd (Unix time)")
         self.rejected_keys = gauge("rejected_keys", "keys under the prefix that are refused")
         self.errors = Counter(
-            "dispenser_errors", "errors by kind: etcd, write", ["kind"], registry=self.registry
+            "dispenser_errors",
+            "errors by kind: etcd, write, check, on_change",
+            ["kind"],
+            registry=self.registry,
         )
         self.ready = False
         self.heartbeat = time.monotonic()

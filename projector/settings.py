@@ -138,6 +138,8 @@ class Options(BaseModel):
     fsync: bool = False
     log_level: str = "info"
     log_format: str = "text"
+    check: str | None = None
+    on_change: str | None = None
     metrics_address: Annotated[tuple[str, int] | None, BeforeValidator(lambda v: v and parse_address(v))] = (
         None
     )

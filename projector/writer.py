@@ -71,6 +71,10 @@ class WriteError(Exception):
     """Writing a generation failed; the live generation is untouched. The message names the path."""
 
 
+class Rejected(Exception):
+    """The candidate generation was refused by the check; the live one is untouched."""
+
+
 @dataclass(frozen=True, slots=True)
 class FileState:
     digest: bytes
@@ -206,10 +210,17 @@ class Writer:
 
     # -- writing -----------------------------------------------------------------------------------------
 
-    def apply(self, wanted: Mapping[str, bytes], content: Callable[[str], bytes]) -> bool:
+    def apply(
+        self,
+        wanted: Mapping[str, bytes],
+        content: Callable[[str], bytes],
+        accept: Callable[[Path], bool] | None = None,
+    ) -> bool:
         """Make the target hold exactly ``wanted`` (path -> digest); True if a new generation went live.
 
         ``content(path)`` gives the bytes of a path that is not already live with that digest.
+        ``accept(candidate)``, if given, sees the complete candidate generation before the swap; when
+        it says no, the candidate is removed and :class:`Rejected` is raised.
         """
         names = {path.split("/", 1)[0] for path in wanted}
         reusable = self._reusable(wanted)
@@ -219,6 +230,9 @@ class Writer:
         generation = self._new_generation()
         try:
             files = self._fill(generation, wanted, reusable, content)
+            if accept is not None and not accept(self.target / generation):
+                _remove_tree(str(self.target / generation))
+                raise Rejected(generation)
             self._link(names - self._links)
         except OSError as exc:
             _remove_tree(str(self.target / generation))
