@@ -75,7 +75,7 @@ class Source:
         self.config = config
         self.metrics = metrics
         self.prefix = prefix
-        self.range_end = _prefix_end(prefix)
+        self.range_end = _prefix_end(prefix)  # for the watch
         self.deliver = deliver
         self.revision: int | None = None  # the last revision delivered
         self._backoff = BACKOFF_FIRST
@@ -112,29 +112,10 @@ class Source:
     # -- connecting ----------------------------------------------------------------------------------------
 
     def _connect(self) -> Any:
-        """A client for the next endpoint in turn, authenticated if credentials are set."""
+        """A client for the next endpoint in turn."""
         endpoint = self.config.endpoints[self._attempt % len(self.config.endpoints)]
         self._attempt += 1
-        tls = self.config.tls
-        creds, options = None, CHANNEL_OPTIONS
-        if tls is not None and tls.insecure_skip_verify:
-            creds, name = _unverified_credentials(endpoint, tls)
-            options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", name)]
-        elif tls is not None:
-            creds = _credentials(tls, tls.server_ca)
-        ep = pyetcd.Endpoint(
-            endpoint.host, endpoint.port, secure=tls is not None, creds=creds, time_retry=0.5, opts=options
-        )
-        try:
-            client = pyetcd.MultiEndpointEtcd3Client(
-                endpoints=[ep], timeout=CALL_TIMEOUT, user=self.config.username, password=self.config.password
-            )
-        except BaseException:
-            ep.close()  # authentication failed: the client that would close the channel does not exist
-            raise
-        # The token travels as plain metadata: grpcio refuses call credentials on an insecure channel.
-        client.call_credentials = None
-        return client
+        return connect(self.config, endpoint)
 
     def _failed(self, exc: Exception) -> None:
         self.metrics.etcd_connected.set(0)
@@ -158,27 +139,15 @@ class Source:
     # -- reading -------------------------------------------------------------------------------------------
 
     def _snapshot(self, client: Any) -> None:
-        """Every key under the prefix at one revision, in pages pinned to the first page's revision."""
-        items: dict[bytes, bytes | None] = {}
-        start, revision = self.prefix, 0
-        while True:
-            request = etcdrpc.RangeRequest(
-                key=start, range_end=self.range_end, limit=PAGE_SIZE, revision=revision
-            )
-            try:
-                response = client.kvstub.Range(request, CALL_TIMEOUT, metadata=client.metadata)
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
-                    raise Compacted(f"revision {revision}") from None
-                raise
-            revision = revision or response.header.revision
-            for kv in response.kvs:
-                items[kv.key] = kv.value
-            if not response.more or not response.kvs:
-                break
-            start = response.kvs[-1].key + b"\0"
+        """Every key under the prefix at one revision."""
+        try:
+            revision, items = read_prefix(client, self.prefix)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                raise Compacted("while reading the prefix") from None
+            raise
         self.revision = revision
-        self.deliver(Batch(revision, items, snapshot=True))
+        self.deliver(Batch(revision, dict(items), snapshot=True))
 
     def _watch(self, client: Any, on_live: Callable[[], None]) -> None:
         """Deliver a batch per watch response, from the last delivered revision + 1, until stopped."""
@@ -224,6 +193,98 @@ class Source:
             revision = max(revision, kv.mod_revision)
         self.revision = revision
         self.deliver(Batch(revision, changes))
+
+
+def read_prefix(client: Any, prefix: bytes) -> tuple[int, dict[bytes, bytes]]:
+    """Every key under the prefix at one revision: pages pinned to the first page's revision."""
+    items: dict[bytes, bytes] = {}
+    start, end, revision = prefix, _prefix_end(prefix), 0
+    while True:
+        request = etcdrpc.RangeRequest(key=start, range_end=end, limit=PAGE_SIZE, revision=revision)
+        response = client.kvstub.Range(request, CALL_TIMEOUT, metadata=client.metadata)
+        revision = revision or response.header.revision
+        items.update((kv.key, kv.value) for kv in response.kvs)
+        if not response.more or not response.kvs:
+            return revision, items
+        start = response.kvs[-1].key + b"\0"
+
+
+def connect(config: EtcdConfig, endpoint: Endpoint) -> Any:
+    """A client for one endpoint, authenticated if credentials are set."""
+    tls = config.tls
+    creds, options = None, CHANNEL_OPTIONS
+    if tls is not None and tls.insecure_skip_verify:
+        creds, name = _unverified_credentials(endpoint, tls)
+        options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", name)]
+    elif tls is not None:
+        creds = _credentials(tls, tls.server_ca)
+    ep = pyetcd.Endpoint(
+        endpoint.host, endpoint.port, secure=tls is not None, creds=creds, time_retry=0.5, opts=options
+    )
+    try:
+        client = pyetcd.MultiEndpointEtcd3Client(
+            endpoints=[ep], timeout=CALL_TIMEOUT, user=config.username, password=config.password
+        )
+    except BaseException:
+        ep.close()  # authentication failed: the client that would close the channel does not exist
+        raise
+    # The token travels as plain metadata: grpcio refuses call credentials on an insecure channel.
+    client.call_credentials = None
+    return client
+
+
+class EtcdError(Exception):
+    """A one-line reason why etcd could not be read or written (for etcd-config-push)."""
+
+
+class Store:
+    """Reading a prefix whole and changing it in one transaction: what etcd-config-push needs."""
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self.config = config
+
+    def read(self, prefix: bytes) -> dict[bytes, bytes]:
+        """Every key under the prefix and its value, at one revision."""
+        items: dict[bytes, bytes] = {}
+        self._with_client(lambda client: items.update(read_prefix(client, prefix)[1]))
+        return items
+
+    def commit(self, puts: dict[bytes, bytes], deletes: list[bytes]) -> int:
+        """All puts and deletes in ONE transaction; the revision it made."""
+        request = etcdrpc.TxnRequest(
+            success=[
+                etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=k, value=v)) for k, v in puts.items()
+            ]
+            + [etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=k)) for k in deletes]
+        )
+        revision = 0
+
+        def send(client: Any) -> None:
+            nonlocal revision
+            revision = client.kvstub.Txn(request, CALL_TIMEOUT, metadata=client.metadata).header.revision
+
+        self._with_client(send)
+        return revision
+
+    def _with_client(self, use: Callable[[Any], None]) -> None:
+        """Try each endpoint once; the last failure, in one line, if none worked."""
+        failure = ""
+        for endpoint in self.config.endpoints:
+            try:
+                client = connect(self.config, endpoint)
+            except Exception as exc:
+                failure = _reason(exc)
+                continue
+            try:
+                use(client)
+                return
+            except grpc.RpcError as exc:
+                failure = _reason(exc)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    break  # etcd answered: another member would answer the same
+            finally:
+                client.close()
+        raise EtcdError(f"etcd {self.config.describe()}: {failure}")
 
 
 def _requests(create: Any, ended: threading.Event) -> Iterator[Any]:
