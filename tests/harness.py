@@ -58,6 +58,7 @@ class Run:
         command: list[str] | None = None,
         env: dict[str, str] | None = None,
         wrapper: list[str] | None = None,
+        program: str | None = None,
     ) -> None:
         """Run the dispenser (under ``wrapper``, e.g. setpriv) with ``command``, by default the recorder."""
         if command is None:
