@@ -60,12 +60,13 @@ class Run:
         wrapper: list[str] | None = None,
         program: str | None = None,
     ) -> None:
-        """Run the dispenser (under ``wrapper``, e.g. setpriv) with ``command``, by default the recorder."""
+        """Run the dispenser (``program``, by default the console script; under ``wrapper``, e.g. setpriv)
+        with ``command``, by default the recorder."""
         if command is None:
             command = [sys.executable, str(CHILD), str(self.target), str(self.records)]
         argv = [
             *(wrapper or []),
-            console_script(),
+            program or console_script(),
             "--prefix=/cfg",
             f"--target={self.target}",
             "--log-level=debug",

@@ -20,6 +20,7 @@ def test_the_built_binary_projects_and_signals(run: Run) -> None:
     assert version.returncode == 0 and version.stdout.startswith("etcd-config-dispenser ")
     run.etcd.put(("/cfg/cert.pem", "C1"), ("/cfg/key.pem", "K1"))
     run.start("--signal=SIGHUP", program=str(binary))
+    assert run.process is not None and Path(f"/proc/{run.process.pid}/exe").resolve() == binary
     assert run.wait_started(timeout=30)["files"] == {"cert.pem": "C1", "key.pem": "K1"}
     run.etcd.put(("/cfg/cert.pem", "C2"), ("/cfg/key.pem", "K2"))
     assert run.wait_signals(1)[-1]["files"] == {"cert.pem": "C2", "key.pem": "K2"}
