@@ -259,13 +259,13 @@ class Dispenser:
         self.metrics.synced(self.revision)
         if swapped:
             self.metrics.generations.inc()
-            self._on_change()
             log.info(
                 "revision %s: generation %s is live (%d files)",
                 self.revision,
                 self.writer.generation,
                 len(self.wanted),
             )
+            self._on_change()
         else:
             log.debug("revision %s: nothing changed on disk", self.revision)
         return swapped
