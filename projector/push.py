@@ -31,6 +31,7 @@ from .source import EtcdError, Store
 PROG = "etcd-config-push"
 DEFAULT_MAX_TXN_OPS = 128  # etcd's own default for --max-txn-ops
 DEBOUNCE_MS = 300
+WAKE_MS = 1000  # how often the watcher wakes up when nothing changes
 
 log = logging.getLogger("projector.push")
 
@@ -135,13 +136,24 @@ class Pusher:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda _signum, _frame: stop.set())
         log.info("watching %s", self.source)
-        for _changes in watchfiles.watch(
-            self.source, debounce=DEBOUNCE_MS, stop_event=stop, raise_interrupt=False
-        ):
-            try:
-                self.push()
-            except (PushError, EtcdError) as exc:
-                log.error("%s", exc)  # the next change of the directory is tried again
+        changes = watchfiles.watch(
+            self.source,
+            debounce=DEBOUNCE_MS,
+            stop_event=stop,
+            raise_interrupt=False,
+            yield_on_timeout=True,
+            rust_timeout=WAKE_MS,
+        )
+        armed = False
+        for settled in changes:
+            # The first (empty) wake-up comes once the watcher is armed: pushing then catches an edit
+            # made between the first push and that moment. Later empty wake-ups are only timeouts.
+            if settled or not armed:
+                armed = True
+                try:
+                    self.push()
+                except (PushError, EtcdError) as exc:
+                    log.error("%s", exc)  # the next change of the directory is tried again
 
 
 def _parser() -> argparse.ArgumentParser:
