@@ -87,7 +87,9 @@ class Run:
     def records_list(self) -> list[dict[str, Any]]:
         if not self.records.exists():
             return []
-        return [json.loads(line) for line in self.records.read_text().splitlines() if line.strip()]
+        # the child may be in the middle of writing a line: only whole lines count
+        whole = self.records.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in whole if line.strip()]
 
     def signals(self, name: str = "SIGHUP") -> list[dict[str, Any]]:
         return [r for r in self.records_list() if r["event"] == name]
