@@ -18,24 +18,17 @@ from typing import NoReturn
 from .child import StartError
 from .dispenser import Dispenser
 from .metrics import Metrics, serve
-from .settings import UsageError, load_etcd_config, load_options
+from .settings import LOG_LEVELS, OneLineParser, UsageError, load_etcd_config, load_options
 from .writer import WriteError
 
 PROG = "etcd-config-dispenser"
 USAGE = f"{PROG} --prefix=PREFIX --target=DIR [options] [-- command [args...]]"
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 log = logging.getLogger("projector")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # argparse prints the usage block too; a usage error here is one line.
-        raise UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         usage=USAGE,
         description="Project every key under an etcd prefix into a directory, atomically, start the "

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .keys import RefusedKey, printable, relative_path
-from .settings import UsageError, load_etcd_config, normalize_prefix
+from .settings import LOG_LEVELS, OneLineParser, UsageError, load_etcd_config, normalize_prefix
 from .source import EtcdError, Store
 
 PROG = "etcd-config-push"
@@ -157,7 +157,7 @@ class Pusher:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG, description="Make etcd under a prefix equal to a directory, in one transaction."
     )
     add = parser.add_argument
@@ -167,13 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--dry-run", action="store_true", help="print what would be put and deleted (names and sizes)")
     add("--allow-empty", action="store_true", help="let a missing or empty source delete every key")
     add("--max-txn-ops", type=int, default=DEFAULT_MAX_TXN_OPS, help="etcd's --max-txn-ops (default 128)")
-    add("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    add("--log-level", choices=LOG_LEVELS, default="info")
     return parser
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

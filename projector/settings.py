@@ -6,6 +6,7 @@ line that names the flag or variable; nothing else in the program validates user
 
 from __future__ import annotations
 
+import argparse
 import grp
 import os
 import pwd
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from signal import Signals
-from typing import Annotated
+from typing import Annotated, NoReturn
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
@@ -32,6 +33,16 @@ SECRET_VARIABLES = ("ETCD_PASSWORD", "ETCD_USERNAME_AND_PASSWORD", "ETCD_CLIENT_
 
 class UsageError(Exception):
     """A user's input is wrong; the message is one line that names what is wrong."""
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a :class:`UsageError` (one line) instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
 
 
 def parse_mode(text: str) -> int:
