@@ -170,7 +170,7 @@ class Dispenser:
                 log.debug("sent %s to the child", self.options.signal.name)
             if self.idle:
                 # Removing a 10,000-file generation takes about as long as writing one: done when
-                # nothing waits, so that it never delays a change (the writer caps the pile).
+                # nothing waits, so that it never delays a change (a busy writer reuses instead).
                 self.writer.collect_garbage()
 
     def _step(self) -> tuple[int | None, bool | None]:
@@ -321,8 +321,7 @@ class Dispenser:
             path = self.table.path(key)
             if key in self.held or isinstance(path, RefusedKey):
                 continue
-            live = files.get(path)
-            if live is not None and live.digest == self.digests[key]:
+            if files.get(path) == self.digests[key]:
                 self.held[key] = self.writer.read(path)
 
     def _kept_aside(self, key: bytes, plan: Plan) -> bool:

@@ -8,23 +8,28 @@ The layout is Kubernetes' AtomicWriter layout::
 
 Writing a change (``Writer.apply``) goes like this:
 
- 1. If every wanted file is already in the live generation with the same digest, mode and owner, and
-    every top-level link is in place, stop: nothing changes on disk and nobody is told.
- 2. Create a new generation directory ``..<UTC time with ns>`` exclusively, with the directory mode and
+ 1. If the live generation already holds every wanted file with the same digest (mode and owner
+    included) and every top-level link is in place, stop: nothing changes on disk and nobody is told.
+ 2. Get a candidate generation, named ``..<UTC time with ns>``. If a stale generation is due for
+    removal (see 8) and its directories are as this writer left them, it is renamed to the new name
+    and reused: it already holds most files, so the change costs what differs, not the whole tree.
+    Otherwise a new, empty generation directory is created exclusively, with the directory mode and
     owner.
- 3. Fill it: a file whose content and ownership are unchanged is hard-linked from the live generation;
-    any other file is created exclusively with its mode and owner set before the first byte is written.
-    With ``fsync`` the files and directories are flushed.
- 4. Any failure so far removes the new generation and leaves the live one untouched.
+ 3. Fill the candidate: remove what must not be in it, then add what is missing. A file whose
+    content is live is hard-linked from the live generation; any other is created exclusively, with
+    its mode and owner set before the first byte is written. No file is ever written in place: hard
+    links share the inode with other generations. With ``fsync`` files and directories are flushed.
+ 4. Any failure so far removes the candidate and leaves the live generation untouched.
  5. Create the links ``name -> ..data/name`` that are new, so that each name resolves the moment
     ``..data`` flips (until then they dangle, which a reader sees as "not there yet").
- 6. Swap: point a uniquely named temporary link at the new generation and rename(2) it over ``..data``.
+ 6. Swap: point a uniquely named temporary link at the candidate and rename(2) it over ``..data``.
     This is the only step readers can observe, and it is atomic. With ``fsync`` the target is flushed.
  7. Remove the links of names that are gone; only links that point into ``..data/`` are ever removed.
- 8. Mark the old generation stale. Stale generations stay for a grace period, so that a reader that
-    resolved ``..data`` just before the swap can finish; ``collect_garbage``, which the caller runs
-    when no change is waiting (removal is off the path from commit to signal), removes them after
-    it. Only if more than ``MAX_PILED`` pile up is the oldest removed at once.
+ 8. Mark the old generation stale. The newest ``MAX_STALE`` stale generations stay for a grace
+    period, so that a reader that resolved ``..data`` just before a swap can finish; older ones, and
+    those past the grace, are due for removal. ``collect_garbage``, which the caller runs when no
+    change is waiting, removes them (a 10,000-file tree takes as long to remove as to link, so this
+    stays off the path from commit to signal); a change that comes first reuses one (step 2).
 
 What to remove is always computed from generation names this module created or recognised by their
 pattern, never by walking paths a user could have planted links in. ``open`` cleans what a crash left
@@ -45,7 +50,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +62,7 @@ TEMP_LINK_PREFIX = "..data_tmp."
 GENERATION_PATTERN = re.compile(r"\.\.\d{4}(?:_\d{2}){5}\.\d{9}")
 GRACE_SECONDS = 5.0
 MAX_STALE = 3  # stale generations kept within the grace, at most
-MAX_PILED = 16  # stale generations at most, even while there is no time to collect them
+NOT_REUSABLE = b""  # the digest of an indexed file whose mode or owner is not the wanted one
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +80,20 @@ class Rejected(Exception):
     """The candidate generation was refused by the check; the live one is untouched."""
 
 
-@dataclass(frozen=True, slots=True)
-class FileState:
-    digest: bytes
-    mode: int
-    uid: int
-    gid: int
+@dataclass(slots=True)
+class Generation:
+    """What the writer knows of one generation directory.
+
+    ``files`` maps each path to its content's digest. ``directories`` maps each directory ("" is the
+    generation itself) to its modification time as this writer left it, which is how an entry added
+    or removed by anyone else is noticed before the generation is reused; None for a generation
+    found on disk at start, which is never reused.
+    """
+
+    name: str
+    files: dict[str, bytes]
+    directories: dict[str, int] | None
+    stale_since: float = 0.0
 
 
 class Writer:
@@ -100,10 +113,10 @@ class Writer:
         self.fsync = fsync
         self.grace = grace
         self.clock = clock
-        self.generation: str | None = None
-        self._files: dict[str, FileState] = {}
-        self._links: set[str] = set()
-        self._stale: dict[str, float] = {}
+        self._live: Generation | None = None
+        self._names: set[str] = set()  # the live generation's top-level names
+        self._links: set[str] = set()  # our links in the target
+        self._stale: list[Generation] = []  # oldest first
         # Whether a new directory needs chmod/chown after mkdir: not when the umask leaves its mode
         # alone and no owner is set, which saves three system calls per directory and generation.
         # Read once, here, before any other thread runs: reading the umask means setting it.
@@ -118,10 +131,11 @@ class Writer:
         """Create the target if missing, clean crash leftovers, and index the live generation."""
         try:
             self._create_target()
-            self.generation = self._live_generation()
-            self._remove_leftovers()
-            if self.generation is not None:
-                self._files = self._index(self.target / self.generation)
+            name = self._live_generation()
+            self._remove_leftovers(name)
+            if name is not None:
+                self._live = Generation(name, self._index(self.target / name), None)
+                self._names = _top_level_names(self._live.files)
             self._links = self._our_links()
         except OSError as exc:
             raise WriteError(_describe(exc, self.target)) from None
@@ -151,13 +165,13 @@ class Writer:
         log.warning("%s points to %r, which is not a generation; it will be replaced", DATA_LINK, name)
         return None
 
-    def _remove_leftovers(self) -> None:
+    def _remove_leftovers(self, live: str | None) -> None:
         for entry in os.scandir(self.target):
             if entry.name.startswith(TEMP_LINK_PREFIX) and entry.is_symlink():
                 os.unlink(entry.path)
-            elif self._is_generation(entry) and entry.name != self.generation:
+            elif self._is_generation(entry) and entry.name != live:
                 # Names sort by time: one newer than the live generation never went live.
-                unfinished = self.generation is None or entry.name > self.generation
+                unfinished = live is None or entry.name > live
                 kind = "unfinished" if unfinished else "old"
                 log.info("removing %s generation %s left by an earlier run", kind, entry.name)
                 _remove_tree(entry.path)
@@ -166,15 +180,37 @@ class Writer:
     def _is_generation(entry: os.DirEntry[str]) -> bool:
         return bool(GENERATION_PATTERN.fullmatch(entry.name)) and entry.is_dir(follow_symlinks=False)
 
-    def _index(self, generation: Path) -> dict[str, FileState]:
-        """Digest and ownership of every file in a generation; anything odd inside gets an empty digest
-        so that it differs from every value and the generation is rewritten."""
-        files: dict[str, FileState] = {}
+    def _index(self, generation: Path) -> dict[str, bytes]:
+        """The digest of every file in a generation; anything odd inside, or a file with another mode
+        or owner, gets a digest that differs from every value, so that it is rewritten."""
+        files: dict[str, bytes] = {}
         for root, dirs, names in os.walk(generation):
             for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
                 path = os.path.join(root, name)
-                files[os.path.relpath(path, generation)] = _file_state(path)
+                files[os.path.relpath(path, generation)] = self._indexed_digest(path)
         return files
+
+    def _indexed_digest(self, path: str) -> bytes:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return NOT_REUSABLE
+        try:
+            st = os.fstat(fd)
+            own = self.ownership
+            if not (
+                stat.S_ISREG(st.st_mode)
+                and stat.S_IMODE(st.st_mode) == own.mode
+                and own.uid in (None, st.st_uid)
+                and own.gid in (None, st.st_gid)
+            ):
+                return NOT_REUSABLE
+            hasher = hashlib.sha256()
+            while chunk := os.read(fd, 1 << 20):
+                hasher.update(chunk)
+            return hasher.digest()
+        finally:
+            os.close(fd)
 
     def _our_links(self) -> set[str]:
         return {
@@ -192,9 +228,14 @@ class Writer:
     # -- questions -----------------------------------------------------------------------------------------
 
     @property
-    def files(self) -> Mapping[str, FileState]:
-        """The live generation's files by relative path."""
-        return self._files
+    def generation(self) -> str | None:
+        """The live generation's directory name."""
+        return None if self._live is None else self._live.name
+
+    @property
+    def files(self) -> Mapping[str, bytes]:
+        """The live generation's files: relative path -> digest."""
+        return {} if self._live is None else self._live.files
 
     def is_foreign(self, name: str) -> bool:
         """Whether a top-level name is taken by something this tool did not create."""
@@ -204,8 +245,8 @@ class Writer:
 
     def read(self, path: str) -> bytes:
         """A file's content in the live generation."""
-        assert self.generation is not None
-        with open(self.target / self.generation / path, "rb") as handle:
+        assert self._live is not None
+        with open(self.target / self._live.name / path, "rb") as handle:
             return handle.read()
 
     # -- writing -----------------------------------------------------------------------------------------
@@ -222,97 +263,184 @@ class Writer:
         ``accept(candidate)``, if given, sees the complete candidate generation before the swap; when
         it says no, the candidate is removed and :class:`Rejected` is raised.
         """
-        names = {path.split("/", 1)[0] for path in wanted}
-        reusable = self._reusable(wanted)
-        unchanged = len(reusable) == len(wanted) == len(self._files) and self._links == names
-        if unchanged and self.generation is not None:
+        live = self._live
+        same_paths = live is not None and wanted.keys() == live.files.keys()
+        names = self._names if same_paths else _top_level_names(wanted)
+        if live is not None and wanted == live.files and self._links == names:
             return False
-        generation = self._new_generation()
+        candidate = self._candidate()
+        where = self.target / candidate.name
         try:
-            files = self._fill(generation, wanted, reusable, content)
-            if accept is not None and not accept(self.target / generation):
-                _remove_tree(str(self.target / generation))
-                raise Rejected(generation)
+            self._fill(candidate, wanted, content)
+            if accept is not None and not accept(where):
+                _remove_tree(str(where))
+                raise Rejected(candidate.name)
             self._link(names - self._links)
         except OSError as exc:
-            _remove_tree(str(self.target / generation))
-            raise WriteError(_describe(exc, self.target / generation)) from None
-        self._swap(generation)
+            _remove_tree(str(where))
+            raise WriteError(_describe(exc, where)) from None
+        self._swap(candidate.name)
         self._unlink(self._links - names)
-        self._retire(generation)
-        self._files, self._links = files, names
+        self._retire(candidate)
+        self._names = self._links = names  # both only ever replaced, never changed in place
         return True
 
-    def _reusable(self, wanted: Mapping[str, bytes]) -> set[str]:
-        """Paths whose live file already has the wanted digest, mode and owner."""
-        own, files = self.ownership, self._files
-        return {
-            path
-            for path, wanted_digest in wanted.items()
-            if (state := files.get(path)) is not None
-            and state.digest == wanted_digest
-            and state.mode == own.mode
-            and own.uid in (None, state.uid)
-            and own.gid in (None, state.gid)
-        }
+    def _candidate(self) -> Generation:
+        """A generation to fill: a stale one due for removal if it is intact, else a new one."""
+        spare = self._spare()
+        if spare is None:
+            return self._new_generation()
+        self._stale.remove(spare)
+        if not self._intact(spare):
+            log.info("generation %s was changed by someone else; removing it, not reusing it", spare.name)
+            _remove_tree(str(self.target / spare.name))
+            return self._new_generation()
+        old, spare.name = spare.name, self._rename(spare.name)
+        log.debug("reusing generation %s as %s", old, spare.name)
+        return spare
 
-    def _new_generation(self) -> str:
-        stamp = time.time_ns()
-        while True:
-            seconds, nanos = divmod(stamp, 1_000_000_000)
-            name = datetime.fromtimestamp(seconds, UTC).strftime("..%Y_%m_%d_%H_%M_%S.") + f"{nanos:09d}"
+    def _spare(self) -> Generation | None:
+        """The newest stale generation that is due for removal once the live one is stale too."""
+        now = self.clock()
+        for rank, generation in enumerate(reversed(self._stale), start=1):
+            if rank >= MAX_STALE or now - generation.stale_since >= self.grace:
+                return generation
+        return None
+
+    def _intact(self, generation: Generation) -> bool:
+        """Whether the generation's directories are as this writer left them."""
+        if generation.directories is None:
+            return False
+        try:
+            root = _open_directory(str(self.target / generation.name))
+        except OSError:
+            return False
+        try:
+            for directory, mtime in generation.directories.items():
+                st = os.stat(directory or ".", dir_fd=root, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode) or st.st_mtime_ns != mtime:
+                    return False
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(root)
+
+    def _new_generation(self) -> Generation:
+        for name in self._names_from_now():
             try:
                 os.mkdir(self.target / name, self.ownership.directory_mode)
             except FileExistsError:
-                stamp += 1
                 continue
             except OSError as exc:
                 raise WriteError(_describe(exc, self.target / name)) from None
+            return Generation(name, {}, {})
+        raise AssertionError("unreachable")
+
+    def _rename(self, old: str) -> str:
+        """Rename a reused generation to a fresh name: a reader still holding its old name fails to
+        open files rather than reading a mix of two generations."""
+        for name in self._names_from_now():
+            if os.path.lexists(self.target / name):
+                continue
+            try:
+                os.rename(self.target / old, self.target / name)
+            except OSError as exc:
+                _remove_tree(str(self.target / old))
+                raise WriteError(_describe(exc, self.target / old)) from None
             return name
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _names_from_now() -> Iterator[str]:
+        """Generation names from the current time on, one nanosecond apart: they sort by age."""
+        for stamp in itertools.count(time.time_ns()):
+            seconds, nanos = divmod(stamp, 1_000_000_000)
+            yield datetime.fromtimestamp(seconds, UTC).strftime("..%Y_%m_%d_%H_%M_%S.") + f"{nanos:09d}"
 
     def _fill(
-        self,
-        generation: str,
-        wanted: Mapping[str, bytes],
-        reusable: set[str],
-        content: Callable[[str], bytes],
-    ) -> dict[str, FileState]:
-        """Fill the new generation, one directory at a time through directory descriptors (short
-        names instead of long paths: an unchanged file costs one link(2) and little else)."""
-        new_root = _open_directory(str(self.target / generation))
-        old_root = _open_directory(str(self.target / self.generation)) if self.generation else None
-        made = {""}
-        files: dict[str, FileState] = {}
+        self, candidate: Generation, wanted: Mapping[str, bytes], content: Callable[[str], bytes]
+    ) -> None:
+        """Make the candidate hold exactly ``wanted``: first remove the files that are not wanted or
+        differ, and directories left empty by that; then create what is missing, one directory at a
+        time through directory descriptors (short names instead of long paths: an unchanged file
+        costs one link(2) and little else)."""
+        files, directories = candidate.files, candidate.directories
+        assert directories is not None
+        live = {} if self._live is None else self._live.files
+        gone = files.keys() - wanted.keys()
+        missing = [path for path, wanted_digest in wanted.items() if files.get(path) != wanted_digest]
+        touched: set[str] = set()  # directories whose entries changed
+        root = _open_directory(str(self.target / candidate.name))
+        live_root = _open_directory(str(self.target / self._live.name)) if self._live else None
         try:
-            self._own_directory(new_root)
-            entries = sorted(path.rpartition("/")[::2] for path in wanted)
-            for directory, group in itertools.groupby(entries, key=operator.itemgetter(0)):
-                self._make_directories(new_root, directory, made)
-                new_fd, old_fd = _open_directory(directory or ".", new_root), None
+            if not directories:  # a new generation
+                if self._fix_directories:
+                    self._own_directory(root)
+                directories[""] = 0
+                touched.add("")
+            for directory, names in _by_directory(gone.union(path for path in missing if path in files)):
+                fd = _open_directory(directory or ".", root)
                 try:
-                    for _, name in group:
+                    for name in names:
+                        os.unlink(name, dir_fd=fd)
+                        del files[f"{directory}/{name}" if directory else name]
+                finally:
+                    os.close(fd)
+                touched.add(directory)
+            self._remove_emptied(root, directories, {path.rpartition("/")[0] for path in gone}, touched)
+            for directory, names in _by_directory(missing):
+                self._make_directories(root, directory, directories, touched)
+                new_fd, old_fd = _open_directory(directory or ".", root), None
+                try:
+                    for name in names:
                         path = f"{directory}/{name}" if directory else name
-                        if path in reusable and old_root is not None:
+                        wanted_digest = wanted[path]
+                        if live.get(path) == wanted_digest:
                             if old_fd is None:
-                                old_fd = _open_directory(directory or ".", old_root)
+                                old_fd = _open_directory(directory or ".", live_root)
                             os.link(name, name, src_dir_fd=old_fd, dst_dir_fd=new_fd, follow_symlinks=False)
-                            files[path] = self._files[path]
                         else:
-                            files[path] = self._write_file(new_fd, name, content(path))
+                            self._write_file(new_fd, name, content(path))
+                        files[path] = wanted_digest
                 finally:
                     _close(new_fd, old_fd)
-            if self.fsync:
-                for directory in sorted(made, key=len, reverse=True):
-                    _fsync_directory(directory or ".", new_root)
+                touched.add(directory)
+            for directory in sorted(touched, key=len, reverse=True):
+                if directory in directories:
+                    self._note_directory(root, directory, directories)
         finally:
-            _close(new_root, old_root)
-        return files
+            _close(root, live_root)
 
-    def _make_directories(self, root: int, directory: str, made: set[str]) -> None:
+    def _remove_emptied(
+        self, root: int, directories: dict[str, int], parents: set[str], touched: set[str]
+    ) -> None:
+        """Remove the directories that removing files left empty, deepest first, and their parents
+        that this leaves empty in turn (rmdir(2) refuses one that still holds anything)."""
+        pending = parents - {""}
+        while pending:
+            directory = max(pending, key=lambda path: path.count("/"))
+            pending.discard(directory)
+            try:
+                os.rmdir(directory, dir_fd=root)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    continue
+                raise
+            del directories[directory]
+            parent = directory.rpartition("/")[0]
+            touched.add(parent)
+            if parent:
+                pending.add(parent)
+
+    def _make_directories(
+        self, root: int, directory: str, directories: dict[str, int], touched: set[str]
+    ) -> None:
         """Create ``directory`` and its missing parents below ``root``, with mode and owner."""
-        if directory in made:
+        if directory in directories:
             return
-        self._make_directories(root, directory.rpartition("/")[0], made)
+        parent = directory.rpartition("/")[0]
+        self._make_directories(root, parent, directories, touched)
         os.mkdir(directory, self.ownership.directory_mode, dir_fd=root)
         if self._fix_directories:
             fd = _open_directory(directory, root)
@@ -320,9 +448,16 @@ class Writer:
                 self._own_directory(fd)
             finally:
                 os.close(fd)
-        made.add(directory)
+        directories[directory] = 0
+        touched.update((directory, parent))
 
-    def _write_file(self, directory: int, name: str, data: bytes) -> FileState:
+    def _note_directory(self, root: int, directory: str, directories: dict[str, int]) -> None:
+        """Remember how we leave a directory; with ``fsync``, flush it (children before parents)."""
+        if self.fsync:
+            _fsync_directory(directory or ".", root)
+        directories[directory] = os.stat(directory or ".", dir_fd=root, follow_symlinks=False).st_mtime_ns
+
+    def _write_file(self, directory: int, name: str, data: bytes) -> None:
         own = self.ownership
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, own.mode, dir_fd=directory)
@@ -336,10 +471,8 @@ class Writer:
                 view = view[os.write(fd, view) :]
             if self.fsync:
                 os.fsync(fd)
-            st = os.fstat(fd)
         finally:
             os.close(fd)
-        return FileState(digest(data), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 
     def _own_directory(self, fd: int) -> None:
         # mkdir's mode is filtered by the umask; the directory mode is part of the contract.
@@ -374,45 +507,39 @@ class Writer:
                 except OSError as exc:
                     log.warning("cannot remove link %s: %s", name, exc.strerror)
 
-    def _retire(self, generation: str) -> None:
-        if self.generation is not None:
-            self._stale[self.generation] = self.clock()
-        self.generation = generation
-        if len(self._stale) > MAX_PILED:
-            oldest = min(self._stale, key=self._stale.__getitem__)
-            _remove_tree(str(self.target / oldest))
-            del self._stale[oldest]
+    def _retire(self, generation: Generation) -> None:
+        if self._live is not None:
+            self._live.stale_since = self.clock()
+            self._stale.append(self._live)
+        self._live = generation
 
     def collect_garbage(self, everything: bool = False) -> None:
-        """Remove stale generations older than the grace period, and all but the newest few; with
-        ``everything``, all of them (nobody will read them: we are about to exit without a child)."""
-        newest_first = sorted(self._stale.items(), key=lambda item: item[1], reverse=True)
+        """Remove the stale generations due for removal (past the grace, or older than the newest
+        ``MAX_STALE``); with ``everything``, all of them (nobody will read them: we are about to exit
+        without a child)."""
         now = self.clock()
-        for rank, (name, since) in enumerate(newest_first):
-            if everything or rank >= MAX_STALE or now - since >= self.grace:
-                _remove_tree(str(self.target / name))
-                del self._stale[name]
+        kept = []
+        for rank, generation in enumerate(reversed(self._stale)):
+            if everything or rank >= MAX_STALE or now - generation.stale_since >= self.grace:
+                _remove_tree(str(self.target / generation.name))
+            else:
+                kept.append(generation)
+        self._stale = kept[::-1]
 
     @property
     def has_garbage(self) -> bool:
         return bool(self._stale)
 
 
-def _file_state(path: str) -> FileState:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        st = os.lstat(path)
-        return FileState(b"", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
-    try:
-        st = os.fstat(fd)
-        hasher = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            hasher.update(chunk)
-    finally:
-        os.close(fd)
-    found = hasher.digest() if stat.S_ISREG(st.st_mode) else b""
-    return FileState(found, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+def _top_level_names(paths: Iterable[str]) -> set[str]:
+    return {path.split("/", 1)[0] for path in paths}
+
+
+def _by_directory(paths: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
+    """(directory, names in it) for the paths, sorted so that parents come before children."""
+    entries = sorted(path.rpartition("/")[::2] for path in paths)
+    for directory, group in itertools.groupby(entries, key=operator.itemgetter(0)):
+        yield directory, [name for _, name in group]
 
 
 def _open_directory(path: str, parent: int | None = None) -> int:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 from pathlib import Path
 
 import pytest
 
 from projector.settings import Ownership
-from projector.writer import DATA_LINK, MAX_PILED, MAX_STALE, WriteError, Writer, digest
+from projector.writer import DATA_LINK, MAX_STALE, WriteError, Writer, digest
 
 
 def contents(values: dict[str, bytes]) -> tuple[dict[str, bytes], object]:
@@ -123,7 +124,7 @@ def test_open_cleans_leftovers_and_indexes_by_content(tmp_path: Path) -> None:
     second = opened(target)
     assert generations(target) == [first.generation]
     assert not os.path.lexists(target / "..data_tmp.deadbeef")
-    assert second.files["d/b"].digest == digest(b"2")
+    assert second.files["d/b"] == digest(b"2")
     assert second.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
     assert (target / "a").read_bytes() == b"1"
     third = opened(target)
@@ -173,12 +174,70 @@ def test_mode_and_owner_are_set_before_the_first_byte(
     assert os.stat(tmp_path / "t" / "d").st_uid == uid
 
 
-def test_without_collection_at_most_max_piled_stale_generations_remain(tmp_path: Path) -> None:
-    writer = opened(tmp_path / "t")
-    for n in range(MAX_PILED + 4):
+def tree(root: Path) -> dict[str, bytes]:
+    """Every entry below ``root`` (which must be files and directories only) -> file content."""
+    found = {}
+    for directory, dirs, names in os.walk(root):
+        assert not [d for d in dirs if os.path.islink(os.path.join(directory, d))]
+        for name in names:
+            path = os.path.join(directory, name)
+            assert stat.S_ISREG(os.lstat(path).st_mode), path
+            found[os.path.relpath(path, root)] = Path(path).read_bytes()
+        if not dirs and not names and directory != str(root):
+            found[os.path.relpath(directory, root) + "/"] = b"(empty directory)"
+    return found
+
+
+def test_without_collection_stale_generations_are_reused_and_stay_whole(tmp_path: Path) -> None:
+    """Back-to-back changes, no idle time to collect: the oldest stale generation due for removal is
+    renamed and patched into the next one. Every change must give exactly the wanted tree, and the
+    stale generations a reader may still hold must keep exactly what they held."""
+    target = tmp_path / "t"
+    writer = opened(target)
+    universe = ["a", "b", "c/d", "c/e", "c/f/g", "c/f/h", "f", "f/x", "c", "c/f", "k/l/m/n", "k/l"]
+    rng = random.Random(4)
+    held: dict[str, dict[str, bytes]] = {}  # generation -> its tree when it went live
+    for n in range(60):
+        values: dict[str, bytes] = {}
+        for path in rng.sample(universe, rng.randint(0, len(universe))):
+            # a file and a directory cannot share a name: the first one drawn wins, as in keys.plan
+            if not any(p == path or p.startswith(path + "/") or path.startswith(p + "/") for p in values):
+                values[path] = rng.choice([b"1", b"2", f"{n}".encode()])
+        wanted, read = contents(values)
+        if writer.apply(wanted, read):  # type: ignore[arg-type]
+            held[writer.generation] = dict(values)  # type: ignore[index]
+        assert tree(target / DATA_LINK) == values
+        assert len(generations(target)) <= MAX_STALE + 1
+        for name in generations(target):
+            assert tree(target / name) == held[name], f"change {n} altered {name}"
+
+
+def test_a_stale_generation_changed_by_someone_else_is_not_reused(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    writer = opened(target)
+    writer.apply(*contents({"d/a": b"0"}))  # type: ignore[arg-type]
+    first = writer.generation
+    (target / str(first) / "d" / "planted").write_bytes(b"x")
+    for n in range(1, MAX_STALE + 2):
+        writer.apply(*contents({"d/a": str(n).encode()}))  # type: ignore[arg-type]
+    assert first not in generations(target)
+    assert tree(target / DATA_LINK) == {"d/a": str(MAX_STALE + 1).encode()}
+
+
+def test_a_failed_write_into_a_reused_generation_removes_it(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    writer = opened(target)
+    for n in range(MAX_STALE + 1):
         writer.apply(*contents({"a": str(n).encode()}))  # type: ignore[arg-type]
-    assert len(generations(tmp_path / "t")) == MAX_PILED + 1
-    assert os.readlink(tmp_path / "t" / DATA_LINK) == max(generations(tmp_path / "t"))
+    live, before = writer.generation, generations(target)
+
+    def failing(path: str) -> bytes:
+        raise OSError(28, "No space left on device", path)
+
+    with pytest.raises(WriteError, match="No space left"):
+        writer.apply({"a": digest(b"new")}, failing)
+    assert writer.generation == live and generations(target) == before[1:]
+    assert (target / "a").read_bytes() == str(MAX_STALE).encode()
 
 
 def test_fsync_mode_writes_the_same_tree(tmp_path: Path) -> None:
