@@ -144,9 +144,11 @@ class Dispenser:
             if self.child is not None:
                 self.child.start()
                 log.info("started %s (pid %s)", self.options.command[0], self.child.pid)
+            self.writer.prepare()
             return self._loop()
         finally:
             self.source.stop()
+            self.writer.close()
 
     def _first_projection(self) -> int | None:
         """Wait until etcd's state is on disk; an exit status if we are told to stop first."""
@@ -168,6 +170,8 @@ class Dispenser:
                 self.child.signal(self.options.signal)
                 self.metrics.signals.inc()
                 log.debug("sent %s to the child", self.options.signal.name)
+            if swapped:
+                self.writer.prepare()  # for the next change, now that this one is told
             if self.idle:
                 # Removing a 10,000-file generation takes about as long as writing one: done when
                 # nothing waits, so that it never delays a change (a busy writer reuses instead).

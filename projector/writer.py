@@ -39,6 +39,7 @@ content, so that a torn file from a power loss differs from etcd and is rewritte
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -117,6 +118,7 @@ class Writer:
         self._names: set[str] = set()  # the live generation's top-level names
         self._links: set[str] = set()  # our links in the target
         self._stale: list[Generation] = []  # oldest first
+        self._prepared: tuple[str, str] | None = None  # the next generation's name, a temporary link to it
         # Whether a new directory needs chmod/chown after mkdir: not when the umask leaves its mode
         # alone and no owner is set, which saves three system calls per directory and generation.
         # Read once, here, before any other thread runs: reading the umask means setting it.
@@ -327,7 +329,7 @@ class Writer:
             os.close(root)
 
     def _new_generation(self) -> Generation:
-        for name in self._names_from_now():
+        for name in self._new_names():
             try:
                 os.mkdir(self.target / name, self.ownership.directory_mode)
             except FileExistsError:
@@ -340,7 +342,7 @@ class Writer:
     def _rename(self, old: str) -> str:
         """Rename a reused generation to a fresh name: a reader still holding its old name fails to
         open files rather than reading a mix of two generations."""
-        for name in self._names_from_now():
+        for name in self._new_names():
             if os.path.lexists(self.target / name):
                 continue
             try:
@@ -351,9 +353,11 @@ class Writer:
             return name
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _names_from_now() -> Iterator[str]:
-        """Generation names from the current time on, one nanosecond apart: they sort by age."""
+    def _new_names(self) -> Iterator[str]:
+        """Names for a new generation: the prepared one, then names from the current time on, one
+        nanosecond apart. All are newer than the live generation's: names sort by age."""
+        if self._prepared is not None:
+            yield self._prepared[0]
         for stamp in itertools.count(time.time_ns()):
             seconds, nanos = divmod(stamp, 1_000_000_000)
             yield datetime.fromtimestamp(seconds, UTC).strftime("..%Y_%m_%d_%H_%M_%S.") + f"{nanos:09d}"
@@ -486,10 +490,37 @@ class Writer:
             if not self._is_our_link(name):  # one left dangling by a failed swap is reused
                 os.symlink(f"{DATA_LINK}/{name}", self.target / name)
 
-    def _swap(self, generation: str) -> None:
-        temporary = self.target / (TEMP_LINK_PREFIX + secrets.token_hex(8))
+    def prepare(self) -> None:
+        """Make ahead what the next change needs but does not depend on: its generation's name and
+        the temporary link that will swap it in. The caller runs it after a swap, once the child has
+        been told: creating a link allocates an inode, the slowest step of a small change."""
+        if self._prepared is not None:
+            return
+        name, link = next(self._new_names()), TEMP_LINK_PREFIX + secrets.token_hex(8)
         try:
-            os.symlink(generation, temporary)
+            os.symlink(name, self.target / link)
+        except OSError as exc:
+            log.debug("cannot prepare the next swap (it is made when needed): %s", exc.strerror)
+            return
+        self._prepared = name, link
+
+    def close(self) -> None:
+        """Remove the prepared link: nothing else of ours is left half-made."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.target / prepared[1])
+
+    def _swap(self, generation: str) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] != generation:  # its name was taken: not ours to use
+            with contextlib.suppress(OSError):
+                os.unlink(self.target / prepared[1])
+            prepared = None
+        temporary = self.target / (prepared[1] if prepared else TEMP_LINK_PREFIX + secrets.token_hex(8))
+        try:
+            if prepared is None:
+                os.symlink(generation, temporary)
             os.rename(temporary, self.target / DATA_LINK)
             if self.fsync:
                 _fsync_directory(str(self.target))

@@ -240,6 +240,29 @@ def test_a_failed_write_into_a_reused_generation_removes_it(tmp_path: Path) -> N
     assert (target / "a").read_bytes() == str(MAX_STALE).encode()
 
 
+def temporary_links(target: Path) -> list[str]:
+    return [name for name in os.listdir(target) if name.startswith("..data_tmp.")]
+
+
+def test_a_prepared_swap_names_the_next_generation_and_goes_on_close(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    writer = opened(target)
+    writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    writer.prepare()
+    [link] = temporary_links(target)
+    upcoming = os.readlink(target / link)
+    assert upcoming > str(writer.generation) and not (target / upcoming).exists()
+    writer.apply(*contents({"a": b"2"}))  # type: ignore[arg-type]
+    assert writer.generation == upcoming and temporary_links(target) == []
+    writer.prepare()
+    os.mkdir(target / os.readlink(target / temporary_links(target)[0]))  # the prepared name is taken
+    writer.apply(*contents({"a": b"3"}))  # type: ignore[arg-type]
+    assert (target / "a").read_bytes() == b"3" and temporary_links(target) == []
+    writer.prepare()
+    writer.close()
+    assert temporary_links(target) == []
+
+
 def test_fsync_mode_writes_the_same_tree(tmp_path: Path) -> None:
     writer = opened(tmp_path / "t", fsync=True)
     assert writer.apply(*contents({"a": b"1", "d/e/f": b"2"}))  # type: ignore[arg-type]
