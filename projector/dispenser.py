@@ -170,7 +170,7 @@ class Dispenser:
                 self.child.signal(self.options.signal)
                 self.metrics.signals.inc()
                 log.debug("sent %s to the child", self.options.signal.name)
-            if swapped:
+            if (swapped or self.idle) and self.retry_at is None:
                 self.writer.prepare()  # for the next change, now that this one is told
             if self.idle:
                 # Removing a 10,000-file generation takes about as long as writing one: done when

@@ -97,6 +97,17 @@ class Generation:
     stale_since: float = 0.0
 
 
+@dataclass(slots=True)
+class Next:
+    """What is made ahead for the next change: its generation's name, a temporary link to that name
+    (renamed over ``..data`` by the swap), and, when an old generation could be reused, the generation
+    itself, already equal to the live one (hard links only: it holds no old content)."""
+
+    name: str
+    link: str
+    generation: Generation | None = None
+
+
 class Writer:
     """Owns one target directory: indexes it, writes generations, swaps them in, collects garbage."""
 
@@ -118,7 +129,8 @@ class Writer:
         self._names: set[str] = set()  # the live generation's top-level names
         self._links: set[str] = set()  # our links in the target
         self._stale: list[Generation] = []  # oldest first
-        self._prepared: tuple[str, str] | None = None  # the next generation's name, a temporary link to it
+        self._next: Next | None = None  # what is ready for the next change
+        self._abandoned: set[str] = set()  # generations that could not be removed yet
         # Whether a new directory needs chmod/chown after mkdir: not when the umask leaves its mode
         # alone and no owner is set, which saves three system calls per directory and generation.
         # Read once, here, before any other thread runs: reading the umask means setting it.
@@ -275,11 +287,11 @@ class Writer:
         try:
             self._fill(candidate, wanted, content)
             if accept is not None and not accept(where):
-                _remove_tree(str(where))
+                self._remove(candidate.name)
                 raise Rejected(candidate.name)
             self._link(names - self._links)
         except OSError as exc:
-            _remove_tree(str(where))
+            self._remove(candidate.name)
             raise WriteError(_describe(exc, where)) from None
         self._swap(candidate.name)
         self._unlink(self._links - names)
@@ -287,27 +299,38 @@ class Writer:
         self._names = self._links = names  # both only ever replaced, never changed in place
         return True
 
-    def _candidate(self) -> Generation:
-        """A generation to fill: a stale one due for removal if it is intact, else a new one."""
-        spare = self._spare()
+    def _candidate(self, newer: int = 1) -> Generation:
+        """A generation to fill: the one prepared, else a stale one due for removal if it is intact
+        (renamed), else a new one. ``newer``: see ``_spare``."""
+        ready = self._next
+        if ready is not None and ready.generation is not None:
+            twin, ready.generation = ready.generation, None
+            if self._intact(twin):
+                return twin
+            self._discard(twin)
+        spare = self._spare(newer)
         if spare is None:
             return self._new_generation()
         self._stale.remove(spare)
         if not self._intact(spare):
-            log.info("generation %s was changed by someone else; removing it, not reusing it", spare.name)
-            _remove_tree(str(self.target / spare.name))
+            self._discard(spare)
             return self._new_generation()
         old, spare.name = spare.name, self._rename(spare.name)
         log.debug("reusing generation %s as %s", old, spare.name)
         return spare
 
-    def _spare(self) -> Generation | None:
-        """The newest stale generation that is due for removal once the live one is stale too."""
+    def _spare(self, newer: int) -> Generation | None:
+        """The newest stale generation due for removal, counting ``newer`` generations that will be
+        stale before it: 1 while the live generation is about to be replaced, else 0."""
         now = self.clock()
-        for rank, generation in enumerate(reversed(self._stale), start=1):
+        for rank, generation in enumerate(reversed(self._stale), start=newer):
             if rank >= MAX_STALE or now - generation.stale_since >= self.grace:
                 return generation
         return None
+
+    def _discard(self, generation: Generation) -> None:
+        log.info("generation %s was changed by someone else; removing it, not reusing it", generation.name)
+        self._remove(generation.name)
 
     def _intact(self, generation: Generation) -> bool:
         """Whether the generation's directories are as this writer left them."""
@@ -348,7 +371,7 @@ class Writer:
             try:
                 os.rename(self.target / old, self.target / name)
             except OSError as exc:
-                _remove_tree(str(self.target / old))
+                self._remove(old)
                 raise WriteError(_describe(exc, self.target / old)) from None
             return name
         raise AssertionError("unreachable")
@@ -356,8 +379,8 @@ class Writer:
     def _new_names(self) -> Iterator[str]:
         """Names for a new generation: the prepared one, then names from the current time on, one
         nanosecond apart. All are newer than the live generation's: names sort by age."""
-        if self._prepared is not None:
-            yield self._prepared[0]
+        if self._next is not None:
+            yield self._next.name
         for stamp in itertools.count(time.time_ns()):
             seconds, nanos = divmod(stamp, 1_000_000_000)
             yield datetime.fromtimestamp(seconds, UTC).strftime("..%Y_%m_%d_%H_%M_%S.") + f"{nanos:09d}"
@@ -491,42 +514,65 @@ class Writer:
                 os.symlink(f"{DATA_LINK}/{name}", self.target / name)
 
     def prepare(self) -> None:
-        """Make ahead what the next change needs but does not depend on: its generation's name and
-        the temporary link that will swap it in. The caller runs it after a swap, once the child has
-        been told: creating a link allocates an inode, the slowest step of a small change."""
-        if self._prepared is not None:
-            return
-        name, link = next(self._new_names()), TEMP_LINK_PREFIX + secrets.token_hex(8)
+        """Make ahead what the next change needs but does not depend on: its generation's name, the
+        temporary link that will swap it in, and the generation itself, equal to the live one. The
+        caller runs it after a swap, once the child has been told, and when idle. The next change then
+        writes only what it changes: creating the link, or renaming and updating an old generation,
+        or linking every file into a new one, is off the path from commit to signal."""
+        if self._next is None:
+            name, link = next(self._new_names()), TEMP_LINK_PREFIX + secrets.token_hex(8)
+            try:
+                os.symlink(name, self.target / link)
+            except OSError as exc:
+                log.debug("cannot prepare the next swap (it is made when needed): %s", exc.strerror)
+                return
+            self._next = Next(name, link)
+        # Not from a generation found at start: it may hold odd files, which its first change replaces.
+        if self._next.generation is None and self._live is not None and self._live.directories is not None:
+            self._next.generation = self._twin()
+
+    def _twin(self) -> Generation | None:
+        """The next generation, made equal to the live one: a stale one due for removal if there is
+        one (it differs by the last few changes), else a new one (every file linked)."""
+        assert self._live is not None
         try:
-            os.symlink(name, self.target / link)
+            twin = self._candidate(newer=0)
+        except WriteError as exc:
+            log.debug("cannot prepare the next generation: %s", exc)
+            return None
+        try:
+            self._fill(twin, self._live.files, self.read)  # every file is linked: none is read
         except OSError as exc:
-            log.debug("cannot prepare the next swap (it is made when needed): %s", exc.strerror)
-            return
-        self._prepared = name, link
+            log.debug("cannot prepare the next generation: %s", _describe(exc, self.target / twin.name))
+            self._remove(twin.name)
+            return None
+        return twin
 
     def close(self) -> None:
-        """Remove the prepared link: nothing else of ours is left half-made."""
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None:
+        """Remove what was made ahead: nothing of ours is left half-made."""
+        ready, self._next = self._next, None
+        if ready is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.target / prepared[1])
+                os.unlink(self.target / ready.link)
+            if ready.generation is not None:
+                self._remove(ready.name)
 
     def _swap(self, generation: str) -> None:
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None and prepared[0] != generation:  # its name was taken: not ours to use
+        ready, self._next = self._next, None
+        if ready is not None and ready.name != generation:  # its name was taken: not ours to use
             with contextlib.suppress(OSError):
-                os.unlink(self.target / prepared[1])
-            prepared = None
-        temporary = self.target / (prepared[1] if prepared else TEMP_LINK_PREFIX + secrets.token_hex(8))
+                os.unlink(self.target / ready.link)
+            ready = None
+        temporary = self.target / (ready.link if ready else TEMP_LINK_PREFIX + secrets.token_hex(8))
         try:
-            if prepared is None:
+            if ready is None:
                 os.symlink(generation, temporary)
             os.rename(temporary, self.target / DATA_LINK)
             if self.fsync:
                 _fsync_directory(str(self.target))
         except OSError as exc:
-            _remove_tree(str(self.target / generation))
-            if os.path.lexists(temporary):
+            self._remove(generation)
+            with contextlib.suppress(OSError):  # left for open() to clean if the target is read-only
                 os.unlink(temporary)
             raise WriteError(_describe(exc, self.target / DATA_LINK)) from None
 
@@ -552,14 +598,25 @@ class Writer:
         kept = []
         for rank, generation in enumerate(reversed(self._stale)):
             if everything or rank >= MAX_STALE or now - generation.stale_since >= self.grace:
-                _remove_tree(str(self.target / generation.name))
+                self._remove(generation.name)
             else:
                 kept.append(generation)
         self._stale = kept[::-1]
+        for name in sorted(self._abandoned):
+            self._remove(name)
+
+    def _remove(self, name: str) -> None:
+        """Remove a generation of ours; one that cannot be removed now (a read-only target) is tried
+        again when garbage is collected, with one warning in all."""
+        again = name in self._abandoned
+        if _remove_tree(str(self.target / name), quiet=again):
+            self._abandoned.discard(name)
+        else:
+            self._abandoned.add(name)
 
     @property
     def has_garbage(self) -> bool:
-        return bool(self._stale)
+        return bool(self._stale or self._abandoned)
 
 
 def _top_level_names(paths: Iterable[str]) -> set[str]:
@@ -591,13 +648,21 @@ def _close(*fds: int | None) -> None:
             os.close(fd)
 
 
-def _remove_tree(path: str) -> None:
+def _remove_tree(path: str, quiet: bool = False) -> bool:
+    """Remove a directory tree; whether it is gone."""
     try:
         shutil.rmtree(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        log.warning("cannot remove %s: %s", os.path.basename(path), exc.strerror)
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "cannot remove %s: %s",
+            os.path.basename(path),
+            exc.strerror,
+        )
+        return False
+    return True
 
 
 def _id(value: int | None) -> int:

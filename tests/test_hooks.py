@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import Run, wait_for
+from harness import Run, generations, wait_for
 
 
 def test_check_rejects_a_bad_candidate_and_the_next_change_is_tried(run: Run) -> None:
@@ -17,8 +17,7 @@ def test_check_rejects_a_bad_candidate_and_the_next_change_is_tried(run: Run) ->
     run.wait_log("--check rejected the new files (exit status 1)")
     assert run.files() == {"cert.pem": b"good-1", "key.pem": b"good-1"}
     assert run.signals() == []
-    generations = [n for n in run.target.iterdir() if n.name.startswith("..") and n.name[2:3].isdigit()]
-    assert len(generations) == 1  # the rejected candidate is gone
+    assert len(generations(run.target)) == 1  # the rejected candidate is gone
     run.etcd.put(("/cfg/key.pem", "good-2"))
     assert run.wait_signals(1)[-1]["files"] == {"cert.pem": "good-2", "key.pem": "good-2"}
 

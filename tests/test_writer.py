@@ -190,8 +190,9 @@ def tree(root: Path) -> dict[str, bytes]:
 
 def test_without_collection_stale_generations_are_reused_and_stay_whole(tmp_path: Path) -> None:
     """Back-to-back changes, no idle time to collect: the oldest stale generation due for removal is
-    renamed and patched into the next one. Every change must give exactly the wanted tree, and the
-    stale generations a reader may still hold must keep exactly what they held."""
+    renamed and patched into the next one, at the change or ahead of it (prepare). Every change must
+    give exactly the wanted tree, and the stale generations a reader may still hold must keep exactly
+    what they held."""
     target = tmp_path / "t"
     writer = opened(target)
     universe = ["a", "b", "c/d", "c/e", "c/f/g", "c/f/h", "f", "f/x", "c", "c/f", "k/l/m/n", "k/l"]
@@ -206,10 +207,13 @@ def test_without_collection_stale_generations_are_reused_and_stay_whole(tmp_path
         wanted, read = contents(values)
         if writer.apply(wanted, read):  # type: ignore[arg-type]
             held[writer.generation] = dict(values)  # type: ignore[index]
+        if rng.random() < 0.5:
+            writer.prepare()  # as the dispenser does after a swap, or not (a failed prepare)
         assert tree(target / DATA_LINK) == values
-        assert len(generations(target)) <= MAX_STALE + 1
+        assert len(generations(target)) <= MAX_STALE + 2  # live, stale, and one prepared
         for name in generations(target):
-            assert tree(target / name) == held[name], f"change {n} altered {name}"
+            # a prepared generation (not live yet) equals the live one
+            assert tree(target / name) == held.get(name, values), f"change {n} altered {name}"
 
 
 def test_a_stale_generation_changed_by_someone_else_is_not_reused(tmp_path: Path) -> None:
@@ -244,23 +248,41 @@ def temporary_links(target: Path) -> list[str]:
     return [name for name in os.listdir(target) if name.startswith("..data_tmp.")]
 
 
-def test_a_prepared_swap_names_the_next_generation_and_goes_on_close(tmp_path: Path) -> None:
+def test_prepare_makes_the_next_generation_a_twin_of_the_live_one(tmp_path: Path) -> None:
     target = tmp_path / "t"
     writer = opened(target)
-    writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    writer.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
     writer.prepare()
     [link] = temporary_links(target)
     upcoming = os.readlink(target / link)
-    assert upcoming > str(writer.generation) and not (target / upcoming).exists()
-    writer.apply(*contents({"a": b"2"}))  # type: ignore[arg-type]
+    assert upcoming > str(writer.generation)
+    assert tree(target / upcoming) == tree(target / DATA_LINK) == {"a": b"1", "d/b": b"2"}
+    assert os.stat(target / upcoming / "d" / "b").st_ino == os.stat(target / "d" / "b").st_ino
+
+    def only_changed(path: str) -> bytes:
+        assert path == "a", "an unchanged file was rewritten"
+        return b"3"
+
+    writer.apply({"a": digest(b"3"), "d/b": digest(b"2")}, only_changed)
     assert writer.generation == upcoming and temporary_links(target) == []
-    writer.prepare()
-    os.mkdir(target / os.readlink(target / temporary_links(target)[0]))  # the prepared name is taken
-    writer.apply(*contents({"a": b"3"}))  # type: ignore[arg-type]
-    assert (target / "a").read_bytes() == b"3" and temporary_links(target) == []
+    assert tree(target / DATA_LINK) == {"a": b"3", "d/b": b"2"}
     writer.prepare()
     writer.close()
-    assert temporary_links(target) == []
+    assert (
+        temporary_links(target) == [] and generations(target) == sorted([upcoming, *generations(target)])[:2]
+    )
+    assert len(generations(target)) == 2  # the live one and the one it replaced: no twin left
+
+
+def test_a_prepared_generation_changed_by_someone_else_is_not_used(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    writer = opened(target)
+    writer.apply(*contents({"d/a": b"1"}))  # type: ignore[arg-type]
+    writer.prepare()
+    upcoming = os.readlink(target / temporary_links(target)[0])
+    (target / upcoming / "d" / "planted").write_bytes(b"x")
+    writer.apply(*contents({"d/a": b"2"}))  # type: ignore[arg-type]
+    assert tree(target / DATA_LINK) == {"d/a": b"2"} and temporary_links(target) == []
 
 
 def test_fsync_mode_writes_the_same_tree(tmp_path: Path) -> None:
