@@ -63,6 +63,8 @@ TEMP_LINK_PREFIX = "..data_tmp."
 GENERATION_PATTERN = re.compile(r"\.\.\d{4}(?:_\d{2}){5}\.\d{9}")
 GRACE_SECONDS = 5.0
 MAX_STALE = 3  # stale generations kept within the grace, at most
+BLANKS_DIRECTORY = "..blanks"
+BLANKS = 8  # files made ahead for the changed files of the next change
 NOT_REUSABLE = b""  # the digest of an indexed file whose mode or owner is not the wanted one
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,59 @@ class Next:
     generation: Generation | None = None
 
 
+class Blanks:
+    """Empty files made ahead in ``target/..blanks``, with the files' mode and owner. A changed file is
+    written into one and renamed into place: the change does not pay for allocating an inode, the
+    slowest step of writing a small file (about 0.1 ms on this machine's ext4)."""
+
+    def __init__(self, target: Path, ownership: Ownership) -> None:
+        self.path = target / BLANKS_DIRECTORY
+        self.ownership = ownership
+        self.fd: int | None = None  # the directory, opened once: renaming it away changes nothing
+        self._names: list[str] = []
+        self._counter = itertools.count()
+
+    def fill(self) -> None:
+        """Make blanks until there are ``BLANKS``."""
+        if self.fd is None:
+            os.mkdir(self.path, 0o700)
+            self.fd = _open_directory(str(self.path))
+        own = self.ownership
+        while len(self._names) < BLANKS:
+            name = str(next(self._counter))
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, own.mode, dir_fd=self.fd)
+            try:
+                os.fchmod(fd, own.mode)
+                if own.uid is not None or own.gid is not None:
+                    os.fchown(fd, _id(own.uid), _id(own.gid))
+            finally:
+                os.close(fd)
+            self._names.append(name)
+
+    def write(self, data: bytes, fsync: bool) -> str | None:
+        """The name (in ``fd``) of a blank that now holds ``data``; None if none is left, or if the
+        one taken is not the empty file this class made (then it is left alone)."""
+        if self.fd is None or not self._names:
+            return None
+        name = self._names.pop()
+        fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != 0:
+                return None
+            _write_all(fd, data, fsync)
+        finally:
+            os.close(fd)
+        return name
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd, self._names = None, []
+            _remove_tree(str(self.path))
+
+
 class Writer:
     """Owns one target directory: indexes it, writes generations, swaps them in, collects garbage."""
 
@@ -131,6 +186,7 @@ class Writer:
         self._stale: list[Generation] = []  # oldest first
         self._next: Next | None = None  # what is ready for the next change
         self._abandoned: set[str] = set()  # generations that could not be removed yet
+        self._blanks = Blanks(target, ownership)
         # Whether a new directory needs chmod/chown after mkdir: not when the umask leaves its mode
         # alone and no owner is set, which saves three system calls per directory and generation.
         # Read once, here, before any other thread runs: reading the umask means setting it.
@@ -183,6 +239,8 @@ class Writer:
         for entry in os.scandir(self.target):
             if entry.name.startswith(TEMP_LINK_PREFIX) and entry.is_symlink():
                 os.unlink(entry.path)
+            elif entry.name == BLANKS_DIRECTORY:
+                _remove_tree(entry.path)
             elif self._is_generation(entry) and entry.name != live:
                 # Names sort by time: one newer than the live generation never went live.
                 unfinished = live is None or entry.name > live
@@ -485,6 +543,10 @@ class Writer:
         directories[directory] = os.stat(directory or ".", dir_fd=root, follow_symlinks=False).st_mtime_ns
 
     def _write_file(self, directory: int, name: str, data: bytes) -> None:
+        blank = self._blanks.write(data, self.fsync)
+        if blank is not None:
+            os.rename(blank, name, src_dir_fd=self._blanks.fd, dst_dir_fd=directory)
+            return
         own = self.ownership
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, own.mode, dir_fd=directory)
@@ -493,11 +555,7 @@ class Writer:
             os.fchmod(fd, own.mode)
             if own.uid is not None or own.gid is not None:
                 os.fchown(fd, _id(own.uid), _id(own.gid))
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self.fsync:
-                os.fsync(fd)
+            _write_all(fd, data, self.fsync)
         finally:
             os.close(fd)
 
@@ -515,7 +573,8 @@ class Writer:
 
     def prepare(self) -> None:
         """Make ahead what the next change needs but does not depend on: its generation's name, the
-        temporary link that will swap it in, and the generation itself, equal to the live one. The
+        temporary link that will swap it in, the generation itself, equal to the live one, and blank
+        files for the files it will change. The
         caller runs it after a swap, once the child has been told, and when idle. The next change then
         writes only what it changes: creating the link, or renaming and updating an old generation,
         or linking every file into a new one, is off the path from commit to signal."""
@@ -530,6 +589,10 @@ class Writer:
         # Not from a generation found at start: it may hold odd files, which its first change replaces.
         if self._next.generation is None and self._live is not None and self._live.directories is not None:
             self._next.generation = self._twin()
+        try:
+            self._blanks.fill()
+        except OSError as exc:
+            log.debug("cannot make blank files ahead (files are created when needed): %s", exc.strerror)
 
     def _twin(self) -> Generation | None:
         """The next generation, made equal to the live one: a stale one due for removal if there is
@@ -550,6 +613,7 @@ class Writer:
 
     def close(self) -> None:
         """Remove what was made ahead: nothing of ours is left half-made."""
+        self._blanks.close()
         ready, self._next = self._next, None
         if ready is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -617,6 +681,14 @@ class Writer:
     @property
     def has_garbage(self) -> bool:
         return bool(self._stale or self._abandoned)
+
+
+def _write_all(fd: int, data: bytes, fsync: bool) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if fsync:
+        os.fsync(fd)
 
 
 def _top_level_names(paths: Iterable[str]) -> set[str]:

@@ -51,10 +51,10 @@ def test_readiness_health_and_metrics_follow_etcd(run: Run) -> None:
     assert metric(port, "dispenser_applied_revision") == revision
     assert metric(port, "dispenser_generations_total") == 2.0
     assert get(port, "/nothing")[0] == 404
-    # the target holds the projection and nothing else: no status or marker files (the link
-    # prepared for the next swap is part of the layout)
+    # the target holds the projection and nothing else: no status or marker files (what is made
+    # ahead for the next change is part of the layout)
     names = {path.name for path in run.target.iterdir()}
-    layout = ("..data", "a")
+    layout = ("..data", "..blanks", "a")
     assert all(n in layout or n.startswith(("..data_tmp.", "..2")) for n in names), names
 
 

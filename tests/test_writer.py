@@ -168,8 +168,10 @@ def test_mode_and_owner_are_set_before_the_first_byte(
 
     monkeypatch.setattr(os, "write", checking_write)
     writer.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    writer.prepare()  # now through blank files made ahead
+    writer.apply(*contents({"a": b"3", "d/b": b"4"}))  # type: ignore[arg-type]
     monkeypatch.undo()
-    assert seen == [(0o640, uid, gid)] * 2
+    assert seen == [(0o640, uid, gid)] * 4
     assert stat.S_IMODE(os.stat(tmp_path / "t" / "d").st_mode) == 0o750
     assert os.stat(tmp_path / "t" / "d").st_uid == uid
 
@@ -283,6 +285,29 @@ def test_a_prepared_generation_changed_by_someone_else_is_not_used(tmp_path: Pat
     (target / upcoming / "d" / "planted").write_bytes(b"x")
     writer.apply(*contents({"d/a": b"2"}))  # type: ignore[arg-type]
     assert tree(target / DATA_LINK) == {"d/a": b"2"} and temporary_links(target) == []
+
+
+def test_changed_files_are_written_into_blanks_made_ahead_and_never_into_strangers(tmp_path: Path) -> None:
+    target, outside = tmp_path / "t", tmp_path / "precious"
+    outside.write_bytes(b"keep")
+    writer = Writer(target, Ownership(mode=0o640))
+    writer.open()
+    writer.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    writer.prepare()
+    blanks = target / "..blanks"
+    made = sorted(os.listdir(blanks))
+    assert len(made) == 8 and all(stat.S_IMODE(os.stat(blanks / n).st_mode) == 0o640 for n in made)
+    writer.apply(*contents({"a": b"3", "d/b": b"4"}))  # type: ignore[arg-type]
+    assert len(os.listdir(blanks)) == 6 and tree(target / DATA_LINK) == {"a": b"3", "d/b": b"4"}
+    assert stat.S_IMODE(os.stat(target / "a").st_mode) == 0o640
+    writer.prepare()
+    for name in os.listdir(blanks):  # someone swaps every blank for a link to another file
+        os.unlink(blanks / name)
+        os.link(outside, blanks / name)
+    writer.apply(*contents({"a": b"5", "d/b": b"6"}))  # type: ignore[arg-type]
+    assert outside.read_bytes() == b"keep" and tree(target / DATA_LINK) == {"a": b"5", "d/b": b"6"}
+    writer.close()
+    assert not blanks.exists()
 
 
 def test_fsync_mode_writes_the_same_tree(tmp_path: Path) -> None:
