@@ -5,24 +5,28 @@ The layout is Kubernetes' AtomicWriter layout::
     target/..2026_11_24_16_15_51.123456789/   one generation: the complete tree
     target/..data -> ..2026_11_24_16_15_51.123456789
     target/name -> ..data/name                one link per top-level name
+    target/..2026_11_24_16_15_51.200417553/   the next generation, prepared ahead (see below)
+    target/..data_tmp.<hex> -> ..2026_11_24_16_15_51.200417553
+    target/..blanks/                          empty files for the next change's files
 
 Writing a change (``Writer.apply``) goes like this:
 
  1. If the live generation already holds every wanted file with the same digest (mode and owner
     included) and every top-level link is in place, stop: nothing changes on disk and nobody is told.
- 2. Get a candidate generation, named ``..<UTC time with ns>``. If a stale generation is due for
-    removal (see 8) and its directories are as this writer left them, it is renamed to the new name
-    and reused: it already holds most files, so the change costs what differs, not the whole tree.
-    Otherwise a new, empty generation directory is created exclusively, with the directory mode and
+ 2. Get a candidate generation, named ``..<UTC time with ns>``: the one prepared ahead if its
+    directories are as this writer left them; else a stale generation due for removal (see 8), if
+    intact, renamed to the new name (it already holds most files, so the change costs what differs,
+    not the whole tree); else a new, empty directory created exclusively with the directory mode and
     owner.
  3. Fill the candidate: remove what must not be in it, then add what is missing. A file whose
-    content is live is hard-linked from the live generation; any other is created exclusively, with
-    its mode and owner set before the first byte is written. No file is ever written in place: hard
+    content is live is hard-linked from the live generation; any other is written into a blank file
+    made ahead and renamed into place, or created exclusively; either way its mode and owner are set
+    before the first byte is written. No file is ever written in place: hard
     links share the inode with other generations. With ``fsync`` files and directories are flushed.
  4. Any failure so far removes the candidate and leaves the live generation untouched.
  5. Create the links ``name -> ..data/name`` that are new, so that each name resolves the moment
     ``..data`` flips (until then they dangle, which a reader sees as "not there yet").
- 6. Swap: point a uniquely named temporary link at the candidate and rename(2) it over ``..data``.
+ 6. Swap: rename(2) a uniquely named temporary link to the candidate (made ahead) over ``..data``.
     This is the only step readers can observe, and it is atomic. With ``fsync`` the target is flushed.
  7. Remove the links of names that are gone; only links that point into ``..data/`` are ever removed.
  8. Mark the old generation stale. The newest ``MAX_STALE`` stale generations stay for a grace
@@ -31,9 +35,16 @@ Writing a change (``Writer.apply``) goes like this:
     change is waiting, removes them (a 10,000-file tree takes as long to remove as to link, so this
     stays off the path from commit to signal); a change that comes first reuses one (step 2).
 
+``prepare``, which the caller runs after a swap (once the child has been told) and when idle, makes
+ahead what the next change needs but does not depend on: the next name and its temporary link, the
+next generation as a copy of the live one (a due stale generation brought up to date, or a new one
+with every file linked: hard links only, no old content), and blank files with the files' mode and
+owner. A change then writes only its own files: allocating inodes, renaming a directory and linking
+thousands of files are all off the path from commit to signal.
+
 What to remove is always computed from generation names this module created or recognised by their
 pattern, never by walking paths a user could have planted links in. ``open`` cleans what a crash left
-(temporary links, generations that ``..data`` does not point to) and indexes the live generation by
+(temporary links, blanks, generations that ``..data`` does not point to) and indexes the live generation by
 content, so that a torn file from a power loss differs from etcd and is rewritten.
 """
 
@@ -572,12 +583,8 @@ class Writer:
                 os.symlink(f"{DATA_LINK}/{name}", self.target / name)
 
     def prepare(self) -> None:
-        """Make ahead what the next change needs but does not depend on: its generation's name, the
-        temporary link that will swap it in, the generation itself, equal to the live one, and blank
-        files for the files it will change. The
-        caller runs it after a swap, once the child has been told, and when idle. The next change then
-        writes only what it changes: creating the link, or renaming and updating an old generation,
-        or linking every file into a new one, is off the path from commit to signal."""
+        """Make ahead what the next change needs but does not depend on (see the module's text). Each
+        part that cannot be made now is made by the change itself."""
         if self._next is None:
             name, link = next(self._new_names()), TEMP_LINK_PREFIX + secrets.token_hex(8)
             try:
