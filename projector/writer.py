@@ -138,17 +138,9 @@ class Blanks:
         if self.fd is None:
             os.mkdir(self.path, 0o700)
             self.fd = _open_directory(str(self.path))
-        own = self.ownership
         while len(self._names) < BLANKS:
             name = str(next(self._counter))
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(name, flags, own.mode, dir_fd=self.fd)
-            try:
-                os.fchmod(fd, own.mode)
-                if own.uid is not None or own.gid is not None:
-                    os.fchown(fd, _id(own.uid), _id(own.gid))
-            finally:
-                os.close(fd)
+            os.close(_create_file(self.fd, name, self.ownership))
             self._names.append(name)
 
     def write(self, data: bytes, fsync: bool) -> str | None:
@@ -558,14 +550,8 @@ class Writer:
         if blank is not None:
             os.rename(blank, name, src_dir_fd=self._blanks.fd, dst_dir_fd=directory)
             return
-        own = self.ownership
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(name, flags, own.mode, dir_fd=directory)
+        fd = _create_file(directory, name, self.ownership)
         try:
-            # Mode and owner are set before the first byte, so no reader ever sees looser permissions.
-            os.fchmod(fd, own.mode)
-            if own.uid is not None or own.gid is not None:
-                os.fchown(fd, _id(own.uid), _id(own.gid))
             _write_all(fd, data, self.fsync)
         finally:
             os.close(fd)
@@ -688,6 +674,21 @@ class Writer:
     @property
     def has_garbage(self) -> bool:
         return bool(self._stale or self._abandoned)
+
+
+def _create_file(directory: int, name: str, own: Ownership) -> int:
+    """A new, empty file, opened for writing, with its mode and owner already set: no reader ever
+    sees looser permissions than asked for."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, own.mode, dir_fd=directory)
+    try:
+        os.fchmod(fd, own.mode)  # the mode given to open(2) is filtered by the umask
+        if own.uid is not None or own.gid is not None:
+            os.fchown(fd, _id(own.uid), _id(own.gid))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _write_all(fd: int, data: bytes, fsync: bool) -> None:
