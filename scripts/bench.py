@@ -172,19 +172,17 @@ class EtcdctlWatch:
 @contextmanager
 def session(keys: int, value_size: int, subdirs: int) -> Iterator[tuple[EtcdServer, Dispenser, float]]:
     """etcd with ``keys`` keys, and a dispenser that projected them; yields (etcd, dispenser, start s)."""
-    with tempfile.TemporaryDirectory(prefix="dispenser-bench-") as work:
-        etcd = EtcdServer(Path(work) / "etcd", ["--quota-backend-bytes=8589934592"])
-        etcd.start()
+    with (
+        tempfile.TemporaryDirectory(prefix="dispenser-bench-") as work,
+        EtcdServer(Path(work) / "etcd", ["--quota-backend-bytes=8589934592"]).running() as etcd,
+    ):
+        fill(etcd, keys, value_size, subdirs)
+        dispenser = Dispenser(etcd, Path(work))
+        started = dispenser.wait("start") - dispenser.started_at
         try:
-            fill(etcd, keys, value_size, subdirs)
-            dispenser = Dispenser(etcd, Path(work))
-            started = dispenser.wait("start") - dispenser.started_at
-            try:
-                yield etcd, dispenser, started
-            finally:
-                dispenser.stop()
+            yield etcd, dispenser, started
         finally:
-            etcd.kill()
+            dispenser.stop()
 
 
 def fill(etcd: EtcdServer, keys: int, value_size: int, subdirs: int) -> None:

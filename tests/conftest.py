@@ -17,10 +17,8 @@ from harness import Run
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    server = EtcdServer(tmp_path / "etcd-data")
-    server.start()
-    yield server
-    server.kill()
+    with EtcdServer(tmp_path / "etcd-data").running() as server:
+        yield server
 
 
 @pytest.fixture

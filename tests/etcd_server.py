@@ -11,8 +11,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pyetcd
 
@@ -110,6 +112,24 @@ class Etcd:
     credentials: Any = None
     user: tuple[str, str] | None = None
 
+    def start(self) -> None:
+        for member in self.members:
+            member.launch()
+        self.wait_ready()
+
+    def kill(self) -> None:
+        for member in self.members:
+            member.kill()
+
+    @contextmanager
+    def running(self) -> Iterator[Self]:
+        """Started for the block, killed after it, whatever happens in it."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.kill()
+
     @property
     def endpoints(self) -> str:
         return ",".join(m.endpoint for m in self.members)
@@ -184,13 +204,6 @@ class EtcdServer(Etcd):
     def endpoint(self) -> str:
         return self.member.endpoint
 
-    def start(self) -> None:
-        self.member.launch()
-        self.wait_ready()
-
-    def kill(self) -> None:
-        self.member.kill()
-
     def restart(self) -> None:
         self.kill()
         self.start()
@@ -204,12 +217,3 @@ class EtcdCluster(Etcd):
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for member in self.members:
             member.initial_cluster = initial
-
-    def start(self) -> None:
-        for member in self.members:
-            member.launch()
-        self.wait_ready()
-
-    def kill(self) -> None:
-        for member in self.members:
-            member.kill()

@@ -44,12 +44,10 @@ def enable_auth(etcd: EtcdServer) -> None:
 
 @pytest.fixture
 def auth_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    server = EtcdServer(tmp_path / "etcd-data", ["--auth-token-ttl=2"])
-    server.start()
-    server.put(("/cfg/a", "1"), ("/secret/other", "not for alice"))
-    enable_auth(server)
-    yield server
-    server.kill()
+    with EtcdServer(tmp_path / "etcd-data", ["--auth-token-ttl=2"]).running() as server:
+        server.put(("/cfg/a", "1"), ("/secret/other", "not for alice"))
+        enable_auth(server)
+        yield server
 
 
 def assert_served(run: Run, *secrets: str) -> None:

@@ -49,10 +49,9 @@ def newest_generation(target: Path) -> str:
 
 @pytest.fixture
 def big_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    server = EtcdServer(tmp_path / "etcd-data", ["--max-txn-ops=2000", "--max-request-bytes=16777216"])
-    server.start()
-    yield server
-    server.kill()
+    limits = ["--max-txn-ops=2000", "--max-request-bytes=16777216"]
+    with EtcdServer(tmp_path / "etcd-data", limits).running() as server:
+        yield server
 
 
 def test_kills_during_writes_never_leave_a_mix(tmp_path: Path, big_etcd: EtcdServer) -> None:

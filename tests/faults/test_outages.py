@@ -48,10 +48,8 @@ def test_etcd_down_at_start_then_up(run: Run) -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
-    members = EtcdCluster(tmp_path / "cluster")
-    members.start()
-    yield members
-    members.kill()
+    with EtcdCluster(tmp_path / "cluster").running() as members:
+        yield members
 
 
 @pytest.fixture
