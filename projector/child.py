@@ -68,8 +68,8 @@ class Child:
 def run_hook(command: str, env: dict[str, str], timeout: float) -> int | str:
     """Run ``sh -c command`` to its end: its exit status, or why it could not run.
 
-    Only the main thread reaps (on SIGCHLD, between events), and it is the thread waiting here, so
-    subprocess's own wait cannot lose the status to our reaper.
+    Our reaper (waitpid(-1), on SIGCHLD) must not run meanwhile, or subprocess's own wait would lose the
+    status to it: the dispenser runs hooks and reaps under one lock.
     """
     try:
         return subprocess.run(["/bin/sh", "-c", command], env=env, timeout=timeout, check=False).returncode

@@ -1,9 +1,12 @@
 """The loop that ties it together: etcd batches -> key table -> generation on disk -> one signal.
 
-Everything arrives on one queue: batches from the source thread, signals we receive, and the note that a
-child process exited. The main thread takes what is there, applies all waiting batches as one change (a
-catch-up run becomes one generation and one signal), and answers the rest. Only the main thread writes
-the target or touches the child.
+Two threads share the work, one at a time: everything below runs under one lock. The source thread
+delivers batches; once the child runs, it applies each one right away (a watch response, so a catch-up
+run becomes one generation and one signal), signals the child and prepares the next generation. Handing
+the batch to the main thread instead would cost a thread switch on every change, the biggest part of our
+latency after etcd's own delivery. The main thread takes signals we receive and the note that a child
+process exited, applies batches until the child runs, retries failed writes, and tidies up when no change
+came for a while. Signal handlers take no lock: they forward a signal or queue an event.
 
 Memory holds a digest per key, not values: a value is kept only while it is not on disk (changed since
 the last successful write, or valid but refused because it conflicts with another key or a file the
@@ -21,6 +24,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -47,6 +51,7 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 HOOK_TIMEOUT = 60.0  # seconds a --check or --on-change command may take
 GARBAGE_TICK = 0.2  # how long nothing must happen before stale generations are collected
+LOCK_SLICE = 0.05  # seconds the main thread waits for the lock before it lets signal handlers run
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +67,7 @@ class ChildEvent:
     """SIGCHLD: some process ended and waits to be reaped."""
 
 
-Event = Batch | Received | ChildEvent
+Event = Received | ChildEvent
 
 
 class Inbox:
@@ -83,6 +88,10 @@ class Inbox:
     def put(self, event: Event) -> None:
         """From any thread or signal handler (SimpleQueue.put is reentrant)."""
         self._queue.put(event)
+        self.wake()
+
+    def wake(self) -> None:
+        """End the main thread's wait, with or without an event: something else needs a look."""
         with contextlib.suppress(BlockingIOError):
             os.write(self._write, b"\0")
 
@@ -114,7 +123,12 @@ class Dispenser:
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
         self.hook_environment = child_environment()
         self.child = Child(options.command, self.hook_environment) if options.command else None
-        self.source = Source(etcd, options.prefix, self.events.put, metrics)
+        self.source = Source(etcd, options.prefix, self._receive, metrics)
+        self.lock = threading.Lock()
+        self.pending: list[Batch] = []  # delivered, not yet applied
+        self.direct = False  # whether the source thread applies what it delivers (once the child runs)
+        self.changed_at = 0.0  # time.monotonic() of the last change applied
+        self.failure: Exception | None = None  # raised by a change on the source thread
         self.table = PathTable(options.prefix)
         self.digests: dict[bytes, bytes] = {}
         self.held: dict[bytes, bytes] = {}
@@ -123,7 +137,6 @@ class Dispenser:
         self.wanted: dict[str, bytes] = {}  # path -> digest, as the plan places the keys
         self.revision = 0
         self.retry_at: float | None = None
-        self.idle = False  # whether the last wait for events timed out
         self.retry_delay = RETRY_FIRST
 
     # -- the run -------------------------------------------------------------------------------------------
@@ -144,11 +157,12 @@ class Dispenser:
             if self.child is not None:
                 self.child.start()
                 log.info("started %s (pid %s)", self.options.command[0], self.child.pid)
-            self.writer.prepare()
             return self._loop()
         finally:
-            self.source.stop()
-            self.writer.close()
+            with self._locked():
+                self.direct = False
+                self.source.stop()
+                self.writer.close()
 
     def _first_projection(self) -> int | None:
         """Wait until etcd's state is on disk; an exit status if we are told to stop first."""
@@ -162,38 +176,86 @@ class Dispenser:
                 return None
 
     def _loop(self) -> int:
+        with self._locked():
+            self.direct = True
+            self.writer.prepare()
         while True:
-            status, swapped = self._step()
+            status, _written = self._step()
             if status is not None:
                 return status
-            if swapped and self.child is not None and self.options.signal is not None:
-                self.child.signal(self.options.signal)
-                self.metrics.signals.inc()
-                log.debug("sent %s to the child", self.options.signal.name)
-            if (swapped or self.idle) and self.retry_at is None:
-                self.writer.prepare()  # for the next change, now that this one is told
-            if self.idle:
-                # Removing a 10,000-file generation takes about as long as writing one: done when
-                # nothing waits, so that it never delays a change (a busy writer reuses instead).
-                self.writer.collect_garbage()
 
     def _step(self) -> tuple[int | None, bool | None]:
-        """Take every waiting event: (exit status or None, outcome of ``_apply`` or None if none ran)."""
-        batches: list[Batch] = []
+        """Take every waiting event: (exit status or None, outcome of ``_change`` or None if none ran)."""
         events = self.events.take(self._wait_time())
-        self.idle = not events
         self.metrics.beat()
-        for event in events:
-            if isinstance(event, Batch):
-                batches.append(event)
-                continue
-            status = self._answer(event)
-            if status is not None:
-                return status, None
-        written = None
-        if batches or (self.retry_at is not None and time.monotonic() >= self.retry_at):
-            written = self._apply(batches)
-        return None, written
+        with self._locked():
+            if self.failure is not None:
+                raise self.failure
+            for event in events:
+                status = self._answer(event)
+                if status is not None:
+                    return status, None
+            if self.pending or (self.retry_at is not None and time.monotonic() >= self.retry_at):
+                return None, self._change()
+            if self.direct and not events and time.monotonic() - self.changed_at >= GARBAGE_TICK:
+                self._tidy()
+        return None, None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The lock, for the main thread. A signal that another thread took does not end a wait for a
+        lock, and its handler runs only once the main thread runs again: wait in slices, so that a long
+        change on the source thread never holds up forwarding a signal to the child."""
+        while not self.lock.acquire(timeout=LOCK_SLICE):
+            pass
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def _receive(self, batch: Batch) -> None:
+        """The source thread's delivery: applied here once the child runs, else by the main thread."""
+        with self.lock:
+            self.pending.append(batch)
+            if self.direct:
+                try:
+                    self._change()
+                except Exception as exc:
+                    # A bug, not an etcd failure: end the run from the main thread, as it would there.
+                    self.failure, self.direct = exc, False
+        self.events.wake()  # the main thread's next wait depends on what happened (a retry, garbage)
+
+    def _change(self) -> bool | None:
+        """Apply the pending batches; after a swap, signal the child first, then log, run --on-change
+        and prepare the next generation."""
+        swapped = self._apply()
+        self.changed_at = time.monotonic()
+        if swapped:
+            self._signal_child()
+            log.info(
+                "revision %s: generation %s is live (%d files)",
+                self.revision,
+                self.writer.generation,
+                len(self.wanted),
+            )
+            self._on_change()
+            if self.direct:  # (before the child runs, starting it comes first)
+                self.writer.prepare()  # for the next change, now that this one is told
+        return swapped
+
+    def _signal_child(self) -> None:
+        if self.child is not None and self.child.pid is not None and self.options.signal is not None:
+            self.child.signal(self.options.signal)
+            self.metrics.signals.inc()
+            log.debug("sent %s to the child", self.options.signal.name)
+
+    def _tidy(self) -> None:
+        """When no change came for a while: remove stale generations and make the next one ready.
+        Removing a 10,000-file generation takes about as long as writing one: done when nothing waits,
+        so that it never delays a change (a busy writer reuses instead)."""
+        if self.retry_at is None:
+            self.writer.prepare()
+        self.writer.collect_garbage()
 
     def _wait_time(self) -> float | None:
         waits = []
@@ -239,10 +301,11 @@ class Dispenser:
 
     # -- applying batches ----------------------------------------------------------------------------------
 
-    def _apply(self, batches: list[Batch]) -> bool | None:
-        """Bring the target to the key table's state: True if a new generation went live, False if the
-        target already matched, None if writing failed (it is retried)."""
-        changed = self._absorb(batches)
+    def _apply(self) -> bool | None:
+        """Bring the target to the state of the key table and the pending batches: True if a new
+        generation went live, False if the target already matched, None if writing failed (retried)."""
+        changed = self._absorb(self.pending)
+        self.pending = []
         plan = self._plan()
         for key in changed & self.digests.keys():
             path = self.table.path(key)
@@ -263,13 +326,6 @@ class Dispenser:
         self.metrics.synced(self.revision)
         if swapped:
             self.metrics.generations.inc()
-            log.info(
-                "revision %s: generation %s is live (%d files)",
-                self.revision,
-                self.writer.generation,
-                len(self.wanted),
-            )
-            self._on_change()
         else:
             log.debug("revision %s: nothing changed on disk", self.revision)
         return swapped

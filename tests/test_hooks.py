@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from harness import Run, generations, wait_for
@@ -35,3 +36,22 @@ def test_on_change_runs_after_the_first_projection_and_each_swap(run: Run, tmp_p
     assert seen.read_text().split() == ["1", "2", "3", "4"]
     assert run.log.count("--on-change failed (exit status 1)") == 1  # for 3: logged, not fatal
     assert run.process is not None and run.process.poll() is None
+
+
+def test_signals_reach_the_child_while_a_check_holds_up_a_change(run: Run, tmp_path: Path) -> None:
+    gate, checking = tmp_path / "gate", tmp_path / "checking"
+    gate.touch()
+    run.etcd.put(("/cfg/a", "1"))
+    # the check of a change waits until the test opens the gate
+    check = f"touch {checking}; while [ ! -e {gate} ]; do sleep 0.05; done; rm {checking}"
+    run.start("--signal=SIGHUP", f"--check={check}")
+    run.wait_started()
+    gate.unlink()
+    run.etcd.put(("/cfg/a", "2"))
+    wait_for(checking.exists, 10, "the check of the change")
+    run.send(signal.SIGUSR1)
+    run.wait_signals(1, "SIGUSR1")
+    assert checking.exists()  # forwarded while the check still runs
+    assert run.files() == {"a": b"1"} and run.signals() == []
+    gate.touch()
+    assert run.wait_signals(1)[-1]["files"] == {"a": "2"}
