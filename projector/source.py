@@ -23,11 +23,12 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import grpc.experimental
 import pyetcd
 from pyetcd import etcdrpc
 
@@ -41,6 +42,8 @@ BACKOFF_MAX = 5.0
 
 # Keepalive finds a hung (not dead) server in about 7 s; etcd answers pings more often than every 5 s
 # with GOAWAY too_many_pings, so 10 s is as low as it goes. Messages may be large: a page of big values.
+# The watch is read on the thread that iterates it: without this, a gRPC thread receives each response
+# and wakes ours, a thread switch on the way of every change (about 0.1 ms of 1.3 ms here).
 CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 3_000),
@@ -48,7 +51,9 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", -1),
+    (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
 ]
+WATCH_METHOD = "/etcdserverpb.Watch/Watch"
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +160,14 @@ class Source:
         create = etcdrpc.WatchCreateRequest(
             key=self.prefix, range_end=self.range_end, start_revision=self.revision + 1, progress_notify=True
         )
-        ended = threading.Event()
-        stream = etcdrpc.WatchStub(client.channel).Watch(
-            _requests(etcdrpc.WatchRequest(create_request=create), ended), metadata=client.metadata
+        # Called as one request and a stream of responses: etcd keeps a watch whose client closed its
+        # side (the gRPC gateway does so), and only this kind of call can be read on our own thread.
+        watch = client.channel.unary_stream(
+            WATCH_METHOD,
+            request_serializer=etcdrpc.WatchRequest.SerializeToString,
+            response_deserializer=etcdrpc.WatchResponse.FromString,
         )
+        stream = watch(etcdrpc.WatchRequest(create_request=create), metadata=client.metadata)
         self._stream = stream
         try:
             if self._stopping.is_set():
@@ -176,7 +185,6 @@ class Source:
                 raise
         finally:
             self._stream = None
-            ended.set()
         if not self._stopping.is_set():
             raise ConnectionError("etcd closed the watch stream")
 
@@ -285,13 +293,6 @@ class Store:
             finally:
                 client.close()
         raise EtcdError(f"etcd {self.config.describe()}: {failure}")
-
-
-def _requests(create: Any, ended: threading.Event) -> Iterator[Any]:
-    """The watch's request stream: one create, then held open until the call ends (a closed request
-    stream would end the call early)."""
-    yield create
-    ended.wait()
 
 
 def _credentials(tls: Tls, roots: bytes | None) -> Any:
