@@ -410,15 +410,8 @@ class Writer:
             root = _open_directory(self._prefix + generation.name)
         except OSError:
             return None
-        try:
-            for directory, mtime in generation.directories.items():
-                st = os.stat(directory or ".", dir_fd=root, follow_symlinks=False)
-                if not stat.S_ISDIR(st.st_mode) or st.st_mtime_ns != mtime:
-                    break
-            else:
-                return root
-        except OSError:
-            pass
+        if _unchanged(root, generation.directories):
+            return root
         os.close(root)
         return None
 
@@ -718,6 +711,18 @@ def _write_all(fd: int, data: bytes, fsync: bool) -> None:
         view = view[os.write(fd, view) :]
     if fsync:
         os.fsync(fd)
+
+
+def _unchanged(root: int, directories: dict[str, int]) -> bool:
+    """Whether each directory below ``root`` is one, with the modification time given."""
+    try:
+        for directory, mtime in directories.items():
+            st = os.stat(directory or ".", dir_fd=root, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_mtime_ns != mtime:
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def _top_level_names(paths: Iterable[str]) -> set[str]:
