@@ -1,6 +1,6 @@
 """The loop that ties it together: etcd batches -> key table -> generation on disk -> one signal.
 
-Two threads share the work, one at a time: everything below runs under one lock. The source thread
+Two threads share the work and take turns, under one lock. The source thread
 delivers batches; once the child runs, it applies each one right away (a watch response, so a catch-up
 run becomes one generation and one signal), signals the child and prepares the next generation. Handing
 the batch to the main thread instead would cost a thread switch on every change, the biggest part of our
