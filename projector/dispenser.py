@@ -1,12 +1,12 @@
 """The loop that ties it together: etcd batches -> key table -> generation on disk -> one signal.
 
-Two threads share the work and take turns, under one lock. The source thread
-delivers batches; once the child runs, it applies each one right away (a watch response, so a catch-up
-run becomes one generation and one signal), signals the child and prepares the next generation. Handing
-the batch to the main thread instead would cost a thread switch on every change, the biggest part of our
-latency after etcd's own delivery. The main thread takes signals we receive and the note that a child
-process exited, applies batches until the child runs, retries failed writes, and tidies up when no change
-came for a while. Signal handlers take no lock: they forward a signal or queue an event.
+Two threads share the work and take turns, under one lock. The source thread delivers batches; once the
+child runs, it applies each one right away (a watch response, so a catch-up run becomes one generation
+and one signal), signals the child and prepares the next generation. Handing the batch to the main thread
+instead would cost a thread switch on every change, the biggest part of our latency after etcd's own
+delivery. The main thread takes signals we receive and the note that a child process exited, applies
+batches until the child runs, retries failed writes, and tidies up when no change came for a while.
+Signal handlers take no lock: they forward a signal or queue an event.
 
 Memory holds a digest per key, not values: a value is kept only while it is not on disk (changed since
 the last successful write, or valid but refused because it conflicts with another key or a file the
