@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--on-change", metavar="CMD", help="shell command run after each swap, with $DISPENSER_GENERATION")
     add("--metrics-address", help="serve /metrics, /healthz and /readyz on HOST:PORT (off by default)")
+    add(
+        "--confirm-interval",
+        metavar="DURATION",
+        default="10s",
+        help="how often to confirm with etcd that the files are current (default 10s)",
+    )
     add("--version", action="version", version=f"{PROG} {version('etcd-config-dispenser')}")
     return parser
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 from .child import Child, reap_all, run_hook
+from .freshness import Confirmation, Position
 from .keys import PathTable, Plan, RefusedKey, printable
 from .metrics import HEARTBEAT_SECONDS, Metrics
 from .settings import EtcdConfig, Options, child_environment
@@ -123,7 +124,7 @@ class Dispenser:
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
         self.hook_environment = child_environment()
         self.child = Child(options.command, self.hook_environment) if options.command else None
-        self.source = Source(etcd, options.prefix, self._receive, metrics)
+        self.source = Source(etcd, options.prefix, self, metrics, options.confirm_interval)
         self.lock = threading.Lock()
         self.pending: list[Batch] = []  # delivered, not yet applied
         self.direct = False  # whether the source thread applies what it delivers (once the child runs)
@@ -136,6 +137,8 @@ class Dispenser:
         self.plan: Plan | None = None  # None: keys came or went since it was made
         self.wanted: dict[str, bytes] = {}  # path -> digest, as the plan places the keys
         self.revision = 0
+        self._settled: Position | None = None  # what the files hold; None while they lag the table
+        self.confirming: Confirmation | None = None  # etcd's state, until the files hold it
         self.retry_at: float | None = None
         self.retry_delay = RETRY_FIRST
 
@@ -213,7 +216,7 @@ class Dispenser:
         finally:
             self.lock.release()
 
-    def _receive(self, batch: Batch) -> None:
+    def receive(self, batch: Batch) -> None:
         """The source thread's delivery: applied here once the child runs, else by the main thread."""
         with self.lock:
             self.pending.append(batch)
@@ -224,6 +227,26 @@ class Dispenser:
                     # A bug, not an etcd failure: end the run from the main thread, as it would there.
                     self.failure, self.direct = exc, False
         self.events.wake()  # the main thread's next wait depends on what happened (a retry, garbage)
+
+    def settled(self) -> Position | None:
+        """What the files hold, for the freshness check (read without the lock: one attribute)."""
+        return self._settled
+
+    def confirmed(self, confirmation: Confirmation) -> None:
+        """etcd was read at ``confirmation.at``: the files are current as of then once they hold it."""
+        with self.lock:
+            self.confirming = confirmation
+            if confirmation.current:
+                self._confirm(confirmation.revision)
+            elif self._settled is not None:
+                self._confirm(self._settled.revision)
+
+    def _confirm(self, revision: int) -> None:
+        """The files hold ``revision``: confirm the reading of etcd waiting for that, if any."""
+        waiting = self.confirming
+        if waiting is not None and revision >= waiting.revision:
+            self.metrics.last_sync.set(waiting.at)
+            self.confirming = None
 
     def _change(self) -> bool | None:
         """Apply the pending batches; after a swap, signal the child first, then log, run --on-change
@@ -312,6 +335,7 @@ class Dispenser:
             if isinstance(path, str) and plan.paths.get(path) == key:
                 self.wanted[path] = self.digests[key]
         accept = self._check if self.options.check else None
+        self._settled = None
         try:
             swapped = self.writer.apply(self.wanted, lambda path: self.held[plan.paths[path]], accept)
         except WriteError as exc:
@@ -323,7 +347,9 @@ class Dispenser:
             log.warning("writing the target works again")
             self.retry_at, self.retry_delay = None, RETRY_FIRST
         self.held = {key: value for key, value in self.held.items() if self._kept_aside(key, plan)}
-        self.metrics.synced(self.revision)
+        self._settled = Position(self.revision, len(self.digests))
+        self._confirm(self.revision)
+        self.metrics.applied_revision.set(self.revision)
         if swapped:
             self.metrics.generations.inc()
         else:

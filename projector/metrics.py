@@ -29,11 +29,13 @@ class Metrics:
         self.generations = counter("generations", "generations that went live")
         self.signals = counter("signals", "signals sent to the child after a change")
         self.etcd_connected = gauge("etcd_connected", "1 while the watch on etcd is live, else 0")
-        self.last_sync = gauge("last_sync_timestamp_seconds", "when the files last matched etcd (Unix time)")
+        self.last_sync = gauge(
+            "last_sync_timestamp_seconds", "when the files were last confirmed to match etcd (Unix time)"
+        )
         self.rejected_keys = gauge("rejected_keys", "keys under the prefix that are refused")
         self.errors = Counter(
             "dispenser_errors",
-            "errors by kind: etcd, write, check, on_change",
+            "errors by kind: etcd, permission, write, check, on_change",
             ["kind"],
             registry=self.registry,
         )
@@ -45,11 +47,6 @@ class Metrics:
 
     def _counter(self, name: str, documentation: str) -> Counter:
         return Counter(f"dispenser_{name}", documentation, registry=self.registry)
-
-    def synced(self, revision: int) -> None:
-        """The files on disk now match etcd at ``revision``."""
-        self.applied_revision.set(revision)
-        self.last_sync.set(time.time())
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()

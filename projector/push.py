@@ -26,7 +26,7 @@ from typing import NoReturn
 
 from .keys import RefusedKey, printable, relative_path
 from .settings import LOG_LEVELS, OneLineParser, UsageError, load_etcd_config, normalize_prefix
-from .source import EtcdError, Store
+from .store import EtcdError, Store
 
 PROG = "etcd-config-push"
 DEFAULT_MAX_TXN_OPS = 128  # etcd's own default for --max-txn-ops

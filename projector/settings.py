@@ -100,6 +100,35 @@ def _resolve_id(text: str, lookup: Callable[[str], int], kind: str) -> int:
         raise ValueError(f"no {kind} named {word!r}") from None
 
 
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``500ms``, ``2s``, ``1.5m``, ``1h``; a bare number is seconds."""
+    word = text.strip().lower()
+    number, unit = word, "s"
+    for suffix in sorted(DURATION_UNITS, key=len, reverse=True):
+        if word.endswith(suffix):
+            number, unit = word[: -len(suffix)], suffix
+            break
+    try:
+        seconds = float(number) * DURATION_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration such as 500ms, 2s or 1m") from None
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{text!r} is not a duration such as 500ms, 2s or 1m")
+    return seconds
+
+
+def _interval(text: object) -> object:
+    if not isinstance(text, str):
+        return text
+    seconds = parse_duration(text)
+    if seconds < 0.1:
+        raise ValueError(f"{text!r} is too short; at least 100ms")
+    return seconds
+
+
 def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:9100`` for IPv6; an empty host listens on every address)."""
     host, colon, port = text.rpartition(":")
@@ -154,6 +183,7 @@ class Options(BaseModel):
     metrics_address: Annotated[tuple[str, int] | None, BeforeValidator(lambda v: v and parse_address(v))] = (
         None
     )
+    confirm_interval: Annotated[float, BeforeValidator(_interval)] = 10.0
     command: list[str] = []
 
     @property
@@ -204,8 +234,10 @@ class EtcdConfig:
 
     def describe(self) -> str:
         """For logs: never a password."""
-        scheme = "https" if self.tls else "http"
-        return ",".join(f"{scheme}://{e.netloc}" for e in self.endpoints)
+        return ",".join(self.url(e) for e in self.endpoints)
+
+    def url(self, endpoint: Endpoint) -> str:
+        return f"{'https' if self.tls else 'http'}://{endpoint.netloc}"
 
 
 _FILE_BACKED = (
