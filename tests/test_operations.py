@@ -3,29 +3,9 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
 from etcd_server import free_port
-from harness import Run, wait_for
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except urllib.error.URLError:
-        return 0, ""  # not listening yet
-
-
-def metric(port: int, name: str) -> float | None:
-    _code, text = get(port, "/metrics")
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+from harness import Run, get, metric, wait_for
 
 
 def test_readiness_health_and_metrics_follow_etcd(run: Run) -> None:

@@ -8,14 +8,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from etcd_auth import ALICE_PASSWORD, enable_auth
 from etcd_server import EtcdServer
 from harness import Run
 from pki import Pki, make_pki
-from pyetcd import etcdrpc
-from pyetcd.etcdrpc import auth_pb2
 
-ROOT_PASSWORD = "root-pw-Zq7"
-ALICE_PASSWORD = "alice-pw-Kx9"
 SECRET_NAMES = {
     "ETCD_PASSWORD",
     "ETCD_PASSWORD_FILE",
@@ -24,22 +21,6 @@ SECRET_NAMES = {
     "ETCD_CLIENT_KEY",
     "ETCD_CLIENT_KEY_FILE",
 }
-
-
-def enable_auth(etcd: EtcdServer) -> None:
-    """root, and alice who may only read /cfg/; then auth on."""
-    with etcd.client() as client:
-        stub = etcdrpc.AuthStub(client.channel)
-        stub.RoleAdd(etcdrpc.AuthRoleAddRequest(name="root"))
-        stub.UserAdd(etcdrpc.AuthUserAddRequest(name="root", password=ROOT_PASSWORD))
-        stub.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="root", role="root"))
-        stub.RoleAdd(etcdrpc.AuthRoleAddRequest(name="reader"))
-        permission = auth_pb2.Permission(permType=auth_pb2.Permission.READ, key=b"/cfg/", range_end=b"/cfg0")
-        stub.RoleGrantPermission(etcdrpc.AuthRoleGrantPermissionRequest(name="reader", perm=permission))
-        stub.UserAdd(etcdrpc.AuthUserAddRequest(name="alice", password=ALICE_PASSWORD))
-        stub.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="alice", role="reader"))
-        stub.AuthEnable(etcdrpc.AuthEnableRequest())
-    etcd.user = ("root", ROOT_PASSWORD)
 
 
 @pytest.fixture
