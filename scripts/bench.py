@@ -1,67 +1,57 @@
 #!/usr/bin/env python3
 """Benchmark: how fast a committed etcd transaction becomes files on disk plus a signal in the child.
 
-Starts a throwaway etcd, runs the installed ``etcd-config-dispenser`` as a real process in front of a
-small child, and prints a table; also writes it to docs/benchmarks.md and plots latency against the
-number of keys to docs/benchmarks.png. Figures:
+Starts throwaway etcd processes, runs the installed ``etcd-config-dispenser`` as real processes in front
+of a small child, and prints tables; also writes them to docs/benchmarks.md and plots latency against
+the number of keys to docs/benchmarks.png. Figures:
 
-1. commit-to-signal latency for 2-key transactions with 100 and 1,000 keys projected, paired with
-   ``etcdctl watch`` (etcd's own Go client) seeing the same revision;
-2. scale: 10,000 keys of 2 KiB in 100 subdirectories: start-to-child time, one-key update latency,
+1. commit-to-signal latency for 2-key transactions with 100 and 1,000 keys projected, each tool paired
+   with ``etcdctl watch`` (etcd's own Go client) seeing the same revision: ours, ours through
+   ``etcd grpc-proxy``, and the original Go tool when ``--original PATH`` is given;
+2. the watch call: commit to response on our own thread for the three ways grpc can make it;
+3. scale: 10,000 keys of 2 KiB in 100 subdirectories: start-to-child time, one-key update latency,
    resident memory, disk used;
-3. cost growth: one-key update latency and memory at 100 to 50,000 keys;
-4. burst: 200 single-key puts as fast as possible: signals sent, time until the files equal etcd.
+4. cost growth: one-key update latency and memory at 100 to 50,000 keys;
+5. burst: 200 single-key puts as fast as possible: signals sent, time until the files equal etcd;
+6. fleets: 100 dispensers on one prefix, directly and through ``etcd grpc-proxy``: commit to the last
+   one signalled, etcd's CPU time, resident memory per dispenser, watchers etcd holds.
 
-Usage: .venv/bin/python scripts/bench.py [--quick]   (needs etcd and etcdctl on PATH; scripts/setup)
+Usage: .venv/bin/python scripts/bench.py [--quick] [--original PATH]   (etcd and etcdctl on PATH)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
+import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
+from bench_tools import (
+    PREFIX,
+    ROOT,
+    EtcdctlWatch,
+    Projector,
+    Reports,
+    commit,
+    cpu_seconds,
+    du_mib,
+    etcd_metric,
+    etcd_with,
+    ours,
+)
+from etcd_server import EtcdServer, GrpcProxy
 from pyetcd import etcdrpc
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from projector import watchcall
 
-from etcd_server import EtcdServer  # noqa: E402
-
-PREFIX = "/bench/"
 BEGIN, END = "<!-- results: written by scripts/bench.py -->", "<!-- end of results -->"
-TXN_OPS = 128
-
-# The child: on SIGHUP it reads the 'seq' file through ..data and reports (time, seq) on a FIFO.
-CHILD = r"""
-import os, signal, sys, time
-target, fifo = sys.argv[1], sys.argv[2]
-out = os.open(fifo, os.O_WRONLY)  # os.write: a handler may interrupt another handler's write
-def seq():
-    try:
-        with open(os.path.join(target, "seq")) as f:
-            return f.read()
-    except OSError:
-        return "-"
-def report(kind):
-    os.write(out, f"{kind} {time.time():.6f} {seq()}\n".encode())
-signal.signal(signal.SIGHUP, lambda *_: report("hup"))
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-report("start")
-while True:
-    signal.pause()
-"""
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -73,195 +63,8 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
-class Dispenser:
-    """The dispenser with the reporting child; ``reports`` yields (kind, time, seq) as they come."""
-
-    def __init__(self, etcd: EtcdServer, work: Path) -> None:
-        self.target = work / "target"
-        fifo = work / "reports.fifo"
-        os.mkfifo(fifo)
-        argv = [
-            shutil.which("etcd-config-dispenser", path=os.path.dirname(sys.executable)) or "",
-            f"--prefix={PREFIX}",
-            f"--target={self.target}",
-            "--signal=SIGHUP",
-            "--log-level=warning",
-            "--",
-            sys.executable,
-            "-c",
-            CHILD,
-            str(self.target),
-            str(fifo),
-        ]
-        self.started_at = time.time()
-        env = {**os.environ, "ETCD_ENDPOINTS": etcd.endpoint}
-        self.process = subprocess.Popen(argv, env=env)
-        self.fifo = open(fifo)  # noqa: SIM115 (open for the life of the run; blocks until the child opens it)
-        self.lines: list[tuple[str, float, str]] = []
-        self.changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.fifo:
-            kind, stamp, seq = line.rstrip("\n").split(" ", 2)
-            with self.changed:
-                self.lines.append((kind, float(stamp), seq))
-                self.changed.notify_all()
-
-    def wait(self, kind: str, seq: str | None = None, timeout: float = 60.0) -> float:
-        """The time of the first report of ``kind`` (with ``seq``) not yet returned."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                for index, (k, stamp, s) in enumerate(self.lines):
-                    if k == kind and (seq is None or s == seq):
-                        del self.lines[index]
-                        return stamp
-                if not self.changed.wait(max(0.0, deadline - time.monotonic())):
-                    raise TimeoutError(f"no {kind} {seq} report")
-
-    def count(self, kind: str) -> int:
-        with self.changed:
-            return sum(1 for k, _s, _q in self.lines if k == kind)
-
-    def rss_mib(self) -> float:
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(10)
-
-
-class EtcdctlWatch:
-    """``etcdctl watch --prefix -w json``: the time each revision reached etcd's own Go client."""
-
-    def __init__(self, etcd: EtcdServer) -> None:
-        argv = ["etcdctl", f"--endpoints={etcd.endpoint}", "watch", "--prefix", PREFIX, "-w", "json"]
-        self.process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, text=True, env={**os.environ, "ETCDCTL_API": "3"}
-        )
-        self.seen: dict[int, float] = {}
-        threading.Thread(target=self._read, daemon=True).start()
-        time.sleep(0.5)  # let the watch be created
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            stamp = time.time()
-            try:
-                response = json.loads(line)
-            except ValueError:
-                continue
-            for event in response.get("Events") or []:
-                self.seen.setdefault(int(event["kv"]["mod_revision"]), stamp)
-
-    def wait(self, revision: int, timeout: float = 10.0) -> float:
-        deadline = time.monotonic() + timeout
-        while revision not in self.seen:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"etcdctl never saw revision {revision}")
-            time.sleep(0.0005)
-        return self.seen[revision]
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-
-@contextmanager
-def session(keys: int, value_size: int, subdirs: int) -> Iterator[tuple[EtcdServer, Dispenser, float]]:
-    """etcd with ``keys`` keys, and a dispenser that projected them; yields (etcd, dispenser, start s)."""
-    with (
-        tempfile.TemporaryDirectory(prefix="dispenser-bench-") as work,
-        EtcdServer(Path(work) / "etcd", ["--quota-backend-bytes=8589934592"]).running() as etcd,
-    ):
-        fill(etcd, keys, value_size, subdirs)
-        dispenser = Dispenser(etcd, Path(work))
-        started = dispenser.wait("start") - dispenser.started_at
-        try:
-            yield etcd, dispenser, started
-        finally:
-            dispenser.stop()
-
-
-def fill(etcd: EtcdServer, keys: int, value_size: int, subdirs: int) -> None:
-    value = b"v" * value_size
-    names = [f"{PREFIX}d{i % subdirs}/k{i}" if subdirs else f"{PREFIX}k{i}" for i in range(keys)]
-    names.append(f"{PREFIX}seq")
-    with etcd.client() as client:
-        for start in range(0, len(names), TXN_OPS):
-            ops = [client.transactions.put(n, value) for n in names[start : start + TXN_OPS]]
-            client.transaction(compare=[], success=ops, failure=[])
-
-
-def commit(client: Any, pairs: list[tuple[str, str]]) -> int:
-    """One transaction; its revision, from its own response (a second request to learn it would load
-    the machine while the watchers measured are at work)."""
-    ops = [
-        etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=k.encode(), value=v.encode())) for k, v in pairs
-    ]
-    response = client.kvstub.Txn(etcdrpc.TxnRequest(success=ops), 10.0, metadata=client.metadata)
-    return int(response.header.revision)
-
-
-def latency(
-    keys: int, rounds: int, with_etcdctl: bool, value_size: int = 64, subdirs: int = 0
-) -> dict[str, float]:
-    with session(keys, value_size, subdirs) as (etcd, dispenser, started):
-        watch = EtcdctlWatch(etcd) if with_etcdctl else None
-        ours: list[float] = []
-        theirs: list[float] = []
-        try:
-            with etcd.client() as client:
-                for n in range(rounds):
-                    pairs = [(PREFIX + "seq", str(n))]
-                    if with_etcdctl:
-                        pairs.append((f"{PREFIX}pair", str(n)))
-                    before = time.time()
-                    revision = commit(client, pairs)
-                    ours.append(dispenser.wait("hup", str(n)) - before)
-                    if watch is not None:
-                        theirs.append(watch.wait(revision) - before)
-            rss = dispenser.rss_mib()
-            disk = du_mib(dispenser.target)
-        finally:
-            if watch is not None:
-                watch.stop()
-    result = {
-        "keys": keys,
-        "start_s": started,
-        "p50": percentile(ours, 50),
-        "p99": percentile(ours, 99),
-        "rss_mib": rss,
-        "disk_mib": disk,
-    }
-    if theirs:
-        result |= {"etcdctl_p50": percentile(theirs, 50), "etcdctl_p99": percentile(theirs, 99)}
-    return result
-
-
-def du_mib(path: Path) -> float:
-    # a generation may be collected while du walks it: its complaint does not matter, its total does
-    done = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True, check=False)
-    return int(done.stdout.split()[0]) / 1024
-
-
-def burst(keys: int = 100, puts: int = 200) -> dict[str, float]:
-    with session(keys, 64, 0) as (etcd, dispenser, _started):
-        with etcd.client() as client:
-            for n in range(puts):
-                client.put(PREFIX + "seq", str(n))
-            last = time.time()
-        final = str(puts - 1)
-        while (dispenser.target / "seq").read_text() != final:
-            time.sleep(0.001)
-        settled = time.time() - last
-        time.sleep(1.0)  # let any further signal arrive before counting
-        return {"puts": puts, "signals": dispenser.count("hup"), "settled_s": settled}
+def mib(value: float) -> str:
+    return f"{value:.0f} MiB"
 
 
 def row(*cells: object) -> str:
@@ -272,59 +75,273 @@ def table(*headers: str) -> list[str]:
     return [row(*headers), row(*["---"] * len(headers))]
 
 
+@contextmanager
+def session(
+    program: list[str], keys: int, value_size: int = 64, subdirs: int = 0, proxy: bool = False
+) -> Iterator[tuple[EtcdServer, str, Projector, Reports, float]]:
+    """etcd with ``keys`` keys (behind a grpc-proxy if asked) and one projector that projected them;
+    yields (etcd, the endpoint the projector uses, projector, its reports, seconds from start to child)."""
+    with tempfile.TemporaryDirectory(prefix="dispenser-bench-") as name:
+        work = Path(name)
+        with etcd_with(keys, value_size, subdirs, work) as etcd, fronted(etcd, work, proxy) as endpoint:
+            reports = Reports(work / "reports.fifo")
+            projector = Projector(program, endpoint, work / "target", reports)
+            started = reports.take("start", None)[0] - projector.started_at
+            try:
+                yield etcd, endpoint, projector, reports, started
+            finally:
+                projector.stop()
+
+
+@contextmanager
+def fronted(etcd: EtcdServer, work: Path, proxy: bool) -> Iterator[str]:
+    """The endpoint to use: etcd's own, or a grpc-proxy's in front of it."""
+    if not proxy:
+        yield etcd.endpoint
+        return
+    with GrpcProxy(etcd, work / "proxy").running() as running:
+        yield running.endpoints
+
+
+def latency(
+    program: list[str],
+    keys: int,
+    rounds: int,
+    paired: bool,
+    value_size: int = 64,
+    subdirs: int = 0,
+    proxy: bool = False,
+    warm_up: int = 0,
+) -> dict[str, float]:
+    """Commit-to-signal of 2-key (paired with etcdctl) or 1-key transactions."""
+    with session(program, keys, value_size, subdirs, proxy) as (etcd, endpoint, projector, reports, started):
+        watch = EtcdctlWatch(endpoint) if paired else None
+        ours_: list[float] = []
+        theirs: list[float] = []
+        try:
+            with etcd.client() as client:
+                for n in range(-warm_up, rounds):
+                    pairs = [(PREFIX + "seq", str(n))]
+                    if paired:
+                        pairs.append((f"{PREFIX}pair", str(n)))
+                    before = time.time()
+                    revision = commit(client, pairs)
+                    took = reports.take("hup", str(n))[0] - before
+                    if n < 0:
+                        continue
+                    ours_.append(took)
+                    if watch is not None:
+                        theirs.append(watch.wait(revision) - before)
+            rss = projector.rss_mib()
+            disk = du_mib(projector.target)
+        finally:
+            if watch is not None:
+                watch.stop()
+    result = {
+        "keys": keys,
+        "start_s": started,
+        "p50": percentile(ours_, 50),
+        "p99": percentile(ours_, 99),
+        "rss_mib": rss,
+        "disk_mib": disk,
+    }
+    if theirs:
+        result |= {"etcdctl_p50": percentile(theirs, 50), "etcdctl_p99": percentile(theirs, 99)}
+    return result
+
+
+def burst(keys: int = 100, puts: int = 200) -> dict[str, float]:
+    with session(ours(), keys) as (etcd, _endpoint, projector, reports, _started):
+        with etcd.client() as client:
+            for n in range(puts):
+                client.put(PREFIX + "seq", str(n))
+            last = time.time()
+        final = str(puts - 1)
+        while (projector.target / "seq").read_text() != final:
+            time.sleep(0.001)
+        settled = time.time() - last
+        time.sleep(1.0)  # let any further signal arrive before counting
+        return {"puts": puts, "signals": reports.count("hup"), "settled_s": settled}
+
+
+def watch_calls(rounds: int, repeats: int) -> dict[str, list[float]]:
+    """Commit to a watch response on the reading thread, for each way of making the call (medians of
+    ``rounds`` puts, interleaved ``repeats`` times)."""
+    kinds: dict[str, Callable[[grpc.Channel, Any], Any]] = {
+        "unary-stream, single-threaded (half-closes: no proxy)": _unary_stream,
+        "stream-stream, public API (a channel thread)": lambda ch, req: watchcall._threaded_call(ch, req, ()),
+        "bidirectional, single-threaded (ours)": lambda ch, req: watchcall.open_watch(ch, req, ()),
+    }
+    found: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with tempfile.TemporaryDirectory() as work, EtcdServer(Path(work) / "etcd").running() as etcd:
+        for _ in range(repeats):
+            for kind, call in kinds.items():
+                found[kind].append(_watch_call(etcd, call, rounds))
+    return found
+
+
+def _unary_stream(channel: grpc.Channel, request: Any) -> Any:
+    watch = channel.unary_stream(
+        watchcall.METHOD,
+        request_serializer=etcdrpc.WatchRequest.SerializeToString,
+        response_deserializer=etcdrpc.WatchResponse.FromString,
+    )
+    return watch(request)
+
+
+def _watch_call(etcd: EtcdServer, call: Callable[[grpc.Channel, Any], Any], rounds: int) -> float:
+    option = (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)
+    channel = grpc.insecure_channel(f"127.0.0.1:{etcd.member.client_port}", options=[option])
+    kv = etcdrpc.KVStub(grpc.insecure_channel(f"127.0.0.1:{etcd.member.client_port}"))
+    create = etcdrpc.WatchCreateRequest(key=PREFIX.encode(), range_end=b"/bench0")
+    stream = call(channel, etcdrpc.WatchRequest(create_request=create))
+    assert next(stream).created
+    took = []
+    for n in range(rounds):
+        before = time.perf_counter()
+        kv.Put(etcdrpc.PutRequest(key=f"{PREFIX}x".encode(), value=str(n).encode()))
+        next(stream)
+        took.append(time.perf_counter() - before)
+    stream.cancel()
+    channel.close()
+    return statistics.median(took)
+
+
+def fleet(count: int, rounds: int, proxy: bool) -> dict[str, float]:
+    """``count`` dispensers with children on one prefix of 100 keys; 2-key transactions."""
+    with tempfile.TemporaryDirectory(prefix="dispenser-fleet-") as name:
+        work = Path(name)
+        with etcd_with(100, 64, 0, work) as etcd, fronted(etcd, work, proxy) as endpoint:
+            reports = Reports(work / "reports.fifo")
+            fleet_ = [Projector(ours(), endpoint, work / f"t{i}", reports, str(i)) for i in range(count)]
+            try:
+                reports.take("start", None, count, timeout=600)
+                time.sleep(2)  # let every watch be created
+                rss = statistics.mean(p.rss_mib() for p in fleet_)
+                watchers = etcd_metric(etcd.member.client_port, "etcd_debugging_mvcc_watcher_total")
+                assert etcd.member.process is not None
+                busy = [etcd.member.process.pid] + ([_proxy_pid(endpoint)] if proxy else [])
+                idle = _cpu_rate(busy, 10.0)  # the fleet's freshness checks, nothing else
+                last: list[float] = []
+                cpu, began = _cpu(busy), time.monotonic()
+                with etcd.client() as client:
+                    for n in range(rounds):
+                        before = time.time()
+                        commit(client, [(PREFIX + "seq", str(n)), (PREFIX + "pair", str(n))])
+                        last.append(max(reports.take("hup", str(n), count)) - before)
+                        time.sleep(0.2)
+                spent = _cpu(busy) - cpu - idle * (time.monotonic() - began)
+            finally:
+                stoppers = [threading.Thread(target=p.stop) for p in fleet_]
+                for thread in stoppers:
+                    thread.start()
+                for thread in stoppers:
+                    thread.join()
+    return {
+        "p50": percentile(last, 50),
+        "p99": percentile(last, 99),
+        "cpu_per_change": spent / rounds,
+        "cpu_idle": idle,
+        "rss_mib": rss,
+        "watchers": watchers,
+    }
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def _cpu_rate(pids: list[int], seconds: float) -> float:
+    """CPU seconds per second the processes use over the next ``seconds``."""
+    before = _cpu(pids)
+    time.sleep(seconds)
+    return (_cpu(pids) - before) / seconds
+
+
+def _proxy_pid(endpoint: str) -> int:
+    port = endpoint.rsplit(":", 1)[1]
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"grpc-proxy" in cmdline and f"--listen-addr=127.0.0.1:{port}".encode() in cmdline:
+                return int(pid)
+    raise RuntimeError("no grpc-proxy process")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and no 50,000-key run")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, no 50,000-key run, a fleet of 20")
+    parser.add_argument("--original", type=Path, help="the original Go tool's binary, measured side by side")
     parser.add_argument("--output", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
     rounds = 40 if args.quick else 200
     when = f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, by `scripts/bench.py`."
     lines = ["# Benchmarks", "", when, ""]
 
-    lines += ["## 1. Commit-to-signal latency, 2-key transactions (ms)", ""]
-    lines += table("keys", "ours p50", "ours p99", "etcdctl p50", "etcdctl p99", "ratio p50", "ratio p99")
+    def emit(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    lines += ["## 1. Commit-to-signal latency, 2-key transactions (ms), each paired with etcdctl", ""]
+    lines += table("keys", "tool", "p50", "p99", "etcdctl p50", "etcdctl p99", "ratio p50", "ratio p99")
+    tools = [("ours", ours(), False), ("ours through grpc-proxy", ours(), True)]
+    if args.original:
+        tools.append(("original (Go)", [str(args.original)], False))
     for keys in (100, 1000):
-        r = latency(keys, rounds, with_etcdctl=True)
-        ratio50, ratio99 = r["p50"] / r["etcdctl_p50"], r["p99"] / r["etcdctl_p99"]
-        cells = (ms(r["p50"]), ms(r["p99"]), ms(r["etcdctl_p50"]), ms(r["etcdctl_p99"]))
-        lines.append(row(keys, *cells, f"{ratio50:.2f}", f"{ratio99:.2f}"))
-        print(lines[-1], flush=True)
+        for label, program, proxy in tools:
+            r = latency(program, keys, rounds, paired=True, proxy=proxy)
+            ratio50, ratio99 = r["p50"] / r["etcdctl_p50"], r["p99"] / r["etcdctl_p99"]
+            cells = (ms(r["p50"]), ms(r["p99"]), ms(r["etcdctl_p50"]), ms(r["etcdctl_p99"]))
+            emit(row(keys, label, *cells, f"{ratio50:.2f}", f"{ratio99:.2f}"))
 
-    lines += ["", "## 2. Scale: 10,000 keys of 2 KiB in 100 subdirectories", ""]
-    r = latency(10_000, rounds // 4, with_etcdctl=False, value_size=2048, subdirs=100)
+    lines += ["", "## 2. The watch call: commit to response on the reading thread (ms, medians)", ""]
+    lines += table("call", "runs", "median of runs")
+    for kind, medians in watch_calls(500 if not args.quick else 100, 6 if not args.quick else 2).items():
+        emit(row(kind, " ".join(ms(m) for m in medians), ms(statistics.median(medians))))
+
+    lines += ["", "## 3. Scale: 10,000 keys of 2 KiB in 100 subdirectories", ""]
+    r = latency(ours(), 10_000, rounds // 4, paired=False, value_size=2048, subdirs=100)
     lines += table("start to child running", "update p50", "update p99", "RSS", "disk")
-    lines.append(
-        row(
-            f"{r['start_s']:.2f} s",
-            f"{ms(r['p50'])} ms",
-            f"{ms(r['p99'])} ms",
-            mib(r["rss_mib"]),
-            mib(r["disk_mib"]),
-        )
-    )
-    print(lines[-1], flush=True)
+    cells = (f"{r['start_s']:.2f} s", f"{ms(r['p50'])} ms", f"{ms(r['p99'])} ms", mib(r["rss_mib"]))
+    emit(row(*cells, mib(r["disk_mib"])))
 
-    lines += ["", "## 3. Cost growth: one-key update (values of 64 bytes, 100 subdirectories)", ""]
+    lines += ["", "## 4. Cost growth: one-key update (values of 64 bytes, 100 subdirectories)", ""]
     lines += table("keys", "start", "update p50", "update p99", "RSS")
     growth = []
     for keys in (100, 1000, 10_000) if args.quick else (100, 1000, 10_000, 50_000):
-        r = latency(keys, rounds // 4, with_etcdctl=False, subdirs=100)
+        r = latency(ours(), keys, rounds // 4, paired=False, subdirs=100)
         growth.append(r)
-        lines.append(
-            row(keys, f"{r['start_s']:.2f} s", f"{ms(r['p50'])} ms", f"{ms(r['p99'])} ms", mib(r["rss_mib"]))
-        )
-        print(lines[-1], flush=True)
+        cells = (f"{r['start_s']:.2f} s", f"{ms(r['p50'])} ms", f"{ms(r['p99'])} ms", mib(r["rss_mib"]))
+        emit(row(keys, *cells))
 
-    lines += ["", "## 4. Burst: single-key puts as fast as possible", ""]
+    lines += ["", "## 5. Burst: single-key puts as fast as possible", ""]
     b = burst()
     lines += table("puts", "signals", "files equal etcd after the last put")
-    lines.append(row(f"{b['puts']:.0f}", f"{b['signals']:.0f}", f"{ms(b['settled_s'])} ms"))
-    print(lines[-1], flush=True)
+    emit(row(f"{b['puts']:.0f}", f"{b['signals']:.0f}", f"{ms(b['settled_s'])} ms"))
+
+    count = 20 if args.quick else 100
+    lines += ["", f"## 6. Fleets: {count} dispensers on one prefix of 100 keys, 2-key transactions", ""]
+    lines += table(
+        "path",
+        "commit to last signal p50",
+        "p99",
+        "etcd (+ proxy) CPU per change",
+        "CPU while idle",
+        "RSS per dispenser",
+        "watchers in etcd",
+    )
+    for label, proxy in (("direct", False), ("through grpc-proxy", True)):
+        f = fleet(count, 20 if args.quick else 50, proxy)
+        cpu, idle = f"{f['cpu_per_change'] * 1000:.1f} ms", f"{f['cpu_idle'] * 1000:.0f} ms/s"
+        latencies = (f"{ms(f['p50'])} ms", f"{ms(f['p99'])} ms")
+        emit(row(label, *latencies, cpu, idle, mib(f["rss_mib"]), f"{f['watchers']:.0f}"))
 
     args.output.mkdir(exist_ok=True)
     write_results(args.output / "benchmarks.md", lines)
     plot(growth, args.output / "benchmarks.png")
-    print("\n".join(lines))
 
 
 def write_results(path: Path, lines: list[str]) -> None:
@@ -335,10 +352,6 @@ def write_results(path: Path, lines: list[str]) -> None:
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     path.write_text(head + results + tail)
-
-
-def mib(value: float) -> str:
-    return f"{value:.0f} MiB"
 
 
 def plot(growth: list[dict[str, float]], path: Path) -> None:

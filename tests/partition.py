@@ -13,6 +13,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -39,13 +41,20 @@ def partition_or_skip() -> None:
     subprocess.run(["iptables", "-w", "-D", "OUTPUT", "-o", "lo", *probe], check=True)
 
 
-def own_data_dir(member: Member) -> None:
-    """Run ``member`` as the partitioned user, with a data directory it can write (tmp_path is root's)."""
+@contextmanager
+def own_data_dir(member: Member) -> Iterator[None]:
+    """Run ``member`` as the partitioned user, with a data directory it can write (tmp_path is root's),
+    removed after the block."""
     member.uid = PARTITIONED_UID
-    member.data_dir = Path(tempfile.mkdtemp(prefix="etcd-partitioned-")) / member.name
-    member.data_dir.mkdir(mode=0o700)
-    os.chown(member.data_dir, PARTITIONED_UID, PARTITIONED_UID)
-    os.chmod(member.data_dir.parent, 0o755)
+    parent = Path(tempfile.mkdtemp(prefix="etcd-partitioned-"))
+    try:
+        os.chmod(parent, 0o755)
+        member.data_dir = parent / member.name
+        member.data_dir.mkdir(mode=0o700)
+        os.chown(member.data_dir, PARTITIONED_UID, PARTITIONED_UID)
+        yield
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 class Partition:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from etcd_server import EtcdCluster, free_port
 from harness import Run, metric, wait_for
 from partition import Partition, own_data_dir, partition_or_skip
@@ -22,19 +24,19 @@ def applied_revisions(log: str) -> list[int]:
     return [int(n) for n in re.findall(r"revision (\d+): generation", log)]
 
 
-def partitionable_cluster(tmp_path: Path) -> EtcdCluster:
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
     """Three members with etcd's default timing; the first (the dispenser's first endpoint) can be cut
     off from the others."""
     partition_or_skip()
-    cluster = EtcdCluster(tmp_path / "cluster")
-    for member in cluster.members:
+    members = EtcdCluster(tmp_path / "cluster")
+    for member in members.members:
         member.extra_args = DEFAULT_ELECTIONS
-    own_data_dir(cluster.members[0])
-    return cluster
+    with own_data_dir(members.members[0]):
+        yield members
 
 
-def test_a_member_cut_off_from_its_peers_is_left(tmp_path: Path) -> None:
-    cluster = partitionable_cluster(tmp_path)
+def test_a_member_cut_off_from_its_peers_is_left(tmp_path: Path, cluster: EtcdCluster) -> None:
     with cluster.running():
         run = Run(tmp_path, cluster)
         try:
@@ -61,8 +63,9 @@ def test_a_member_cut_off_from_its_peers_is_left(tmp_path: Path) -> None:
     print(f"FIGURE a partitioned member left, the change delivered through another: {left:.1f} s")
 
 
-def test_files_are_not_confirmed_current_through_a_member_cut_off(tmp_path: Path) -> None:
-    cluster = partitionable_cluster(tmp_path)
+def test_files_are_not_confirmed_current_through_a_member_cut_off(
+    tmp_path: Path, cluster: EtcdCluster
+) -> None:
     with cluster.running():
         run = Run(tmp_path, cluster)
         port = free_port()
