@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import bench_tools
 import grpc
 from bench_tools import (
     PREFIX,
@@ -60,8 +60,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}"
+def ms(seconds: float, digits: int = 1) -> str:
+    return f"{seconds * 1000:.{digits}f}"
 
 
 def mib(value: float) -> str:
@@ -82,26 +82,28 @@ def session(
 ) -> Iterator[tuple[EtcdServer, str, Projector, Reports, float]]:
     """etcd with ``keys`` keys (behind a grpc-proxy if asked) and one projector that projected them;
     yields (etcd, the endpoint the projector uses, projector, its reports, seconds from start to child)."""
-    with tempfile.TemporaryDirectory(prefix="dispenser-bench-") as name:
-        work = Path(name)
-        with etcd_with(keys, value_size, subdirs, work) as etcd, fronted(etcd, work, proxy) as endpoint:
-            reports = Reports(work / "reports.fifo")
-            projector = Projector(program, endpoint, work / "target", reports)
-            started = reports.take("start", None)[0] - projector.started_at
-            try:
-                yield etcd, endpoint, projector, reports, started
-            finally:
-                projector.stop()
+    with sandbox("dispenser-bench-", keys, value_size, subdirs, proxy) as (work, etcd, endpoint):
+        reports = Reports(work / "reports.fifo")
+        projector = Projector(program, endpoint, work / "target", reports)
+        started = reports.take("start", None)[0] - projector.started_at
+        try:
+            yield etcd, endpoint, projector, reports, started
+        finally:
+            projector.stop()
 
 
 @contextmanager
-def fronted(etcd: EtcdServer, work: Path, proxy: bool) -> Iterator[str]:
-    """The endpoint to use: etcd's own, or a grpc-proxy's in front of it."""
-    if not proxy:
-        yield etcd.endpoint
-        return
-    with GrpcProxy(etcd, work / "proxy").running() as running:
-        yield running.endpoints
+def sandbox(
+    prefix: str, keys: int, value_size: int, subdirs: int, proxy: bool
+) -> Iterator[tuple[Path, EtcdServer, str]]:
+    """A work directory, an etcd holding ``keys`` keys in it, and the endpoint to use: etcd's own, or
+    that of a grpc-proxy in front of it."""
+    with bench_tools.workspace(prefix) as work, etcd_with(keys, value_size, subdirs, work) as etcd:
+        if not proxy:
+            yield work, etcd, etcd.endpoint
+            return
+        with GrpcProxy(etcd, work / "proxy").running() as running:
+            yield work, etcd, running.endpoints
 
 
 def latency(
@@ -174,7 +176,7 @@ def watch_calls(rounds: int, repeats: int) -> dict[str, list[float]]:
         "bidirectional, single-threaded (ours)": lambda ch, req: watchcall.open_watch(ch, req, ()),
     }
     found: dict[str, list[float]] = {kind: [] for kind in kinds}
-    with tempfile.TemporaryDirectory() as work, EtcdServer(Path(work) / "etcd").running() as etcd:
+    with bench_tools.workspace("watch-calls-") as work, EtcdServer(work / "etcd").running() as etcd:
         for _ in range(repeats):
             for kind, call in kinds.items():
                 found[kind].append(_watch_call(etcd, call, rounds))
@@ -212,35 +214,31 @@ def fleet(count: int, rounds: int, proxy: bool) -> dict[str, float]:
     """``count`` dispensers with children on one prefix of 100 keys; 2-key transactions. The freshness
     checks are left out here (``check_cost`` measures them): their CPU would drown that of a change.
     CPU time is counted in clock ticks (10 ms): a few ms per change need the rounds."""
-    with tempfile.TemporaryDirectory(prefix="dispenser-fleet-") as name:
-        work = Path(name)
-        with etcd_with(100, 64, 0, work) as etcd, fronted(etcd, work, proxy) as endpoint:
-            reports = Reports(work / "reports.fifo")
-            flags = ("--confirm-interval=1h",)
-            fleet_ = [
-                Projector(ours(), endpoint, work / f"t{i}", reports, str(i), flags) for i in range(count)
-            ]
-            try:
-                reports.take("start", None, count, timeout=600)
-                time.sleep(2)  # let every watch be created
-                rss = statistics.mean(p.rss_mib() for p in fleet_)
-                watchers = etcd_metric(etcd.member.client_port, "etcd_debugging_mvcc_watcher_total")
-                pids = _busy(etcd, endpoint if proxy else None)
-                last: list[float] = []
-                cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                with etcd.client() as client:
-                    for n in range(rounds):
-                        before = time.time()
-                        commit(client, [(PREFIX + "seq", str(n)), (PREFIX + "pair", str(n))])
-                        last.append(max(reports.take("hup", str(n), count)) - before)
-                        time.sleep(0.2)
-                spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
-            finally:
-                stoppers = [threading.Thread(target=p.stop) for p in fleet_]
-                for thread in stoppers:
-                    thread.start()
-                for thread in stoppers:
-                    thread.join()
+    with sandbox("dispenser-fleet-", 100, 64, 0, proxy) as (work, etcd, endpoint):
+        reports = Reports(work / "reports.fifo")
+        flags = ("--confirm-interval=1h",)
+        fleet_ = [Projector(ours(), endpoint, work / f"t{i}", reports, str(i), flags) for i in range(count)]
+        try:
+            reports.take("start", None, count, timeout=600)
+            time.sleep(2)  # let every watch be created
+            rss = statistics.mean(p.rss_mib() for p in fleet_)
+            watchers = etcd_metric(etcd.member.client_port, "etcd_debugging_mvcc_watcher_total")
+            pids = _busy(etcd, endpoint if proxy else None)
+            last: list[float] = []
+            cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            with etcd.client() as client:
+                for n in range(rounds):
+                    before = time.time()
+                    commit(client, [(PREFIX + "seq", str(n)), (PREFIX + "pair", str(n))])
+                    last.append(max(reports.take("hup", str(n), count)) - before)
+                    time.sleep(0.2)
+            spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+        finally:
+            stoppers = [threading.Thread(target=p.stop) for p in fleet_]
+            for thread in stoppers:
+                thread.start()
+            for thread in stoppers:
+                thread.join()
     return {
         "p50": percentile(last, 50),
         "p99": percentile(last, 99),
@@ -253,21 +251,17 @@ def fleet(count: int, rounds: int, proxy: bool) -> dict[str, float]:
 
 def check_cost(keys: int, value_size: int, proxy: bool) -> dict[str, float]:
     """CPU that one freshness check costs etcd (and the proxy): one dispenser checking every 100 ms."""
-    with tempfile.TemporaryDirectory(prefix="dispenser-checks-") as name:
-        work = Path(name)
-        with etcd_with(keys, value_size, 100, work) as etcd, fronted(etcd, work, proxy) as endpoint:
-            pids = _busy(etcd, endpoint if proxy else None)
-            quiet = {name: _cpu_rate(pid, 3.0) for name, pid in pids.items()}
-            reports = Reports(work / "reports.fifo")
-            projector = Projector(
-                ours(), endpoint, work / "target", reports, flags=("--confirm-interval=100ms",)
-            )
-            try:
-                reports.take("start", None, timeout=120)
-                time.sleep(1)
-                checking = {name: _cpu_rate(pid, 10.0) for name, pid in pids.items()}
-            finally:
-                projector.stop()
+    with sandbox("dispenser-checks-", keys, value_size, 100, proxy) as (work, etcd, endpoint):
+        pids = _busy(etcd, endpoint if proxy else None)
+        quiet = {name: _cpu_rate(pid, 3.0) for name, pid in pids.items()}
+        reports = Reports(work / "reports.fifo")
+        projector = Projector(ours(), endpoint, work / "target", reports, flags=("--confirm-interval=100ms",))
+        try:
+            reports.take("start", None, timeout=120)
+            time.sleep(1)
+            checking = {name: _cpu_rate(pid, 10.0) for name, pid in pids.items()}
+        finally:
+            projector.stop()
     return {name: (checking[name] - quiet[name]) / 10 for name in pids}  # 10 checks a second
 
 
@@ -302,9 +296,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, no 50,000-key run, a fleet of 20")
     parser.add_argument("--original", type=Path, help="the original Go tool's binary, measured side by side")
     parser.add_argument("--output", type=Path, default=ROOT / "docs")
+    parser.add_argument("--dir", type=Path, default=bench_tools.WORK, help="for etcd's data and the targets")
     args = parser.parse_args()
+    bench_tools.WORK = args.dir
     rounds = 40 if args.quick else 200
-    when = f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, by `scripts/bench.py`."
+    when = (
+        f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, by `scripts/bench.py`; etcd's data and "
+        f"the targets in {args.dir}."
+    )
     lines = ["# Benchmarks", "", when, ""]
 
     def emit(line: str) -> None:
@@ -320,13 +319,13 @@ def main() -> None:
         for label, program, proxy in tools:
             r = latency(program, keys, rounds, paired=True, proxy=proxy)
             ratio50, ratio99 = r["p50"] / r["etcdctl_p50"], r["p99"] / r["etcdctl_p99"]
-            cells = (ms(r["p50"]), ms(r["p99"]), ms(r["etcdctl_p50"]), ms(r["etcdctl_p99"]))
+            cells = (ms(r["p50"], 2), ms(r["p99"], 2), ms(r["etcdctl_p50"], 2), ms(r["etcdctl_p99"], 2))
             emit(row(keys, label, *cells, f"{ratio50:.2f}", f"{ratio99:.2f}"))
 
     lines += ["", "## 2. The watch call: commit to response on the reading thread (ms, medians)", ""]
     lines += table("call", "runs", "median of runs")
     for kind, medians in watch_calls(500 if not args.quick else 100, 6 if not args.quick else 2).items():
-        emit(row(kind, " ".join(ms(m) for m in medians), ms(statistics.median(medians))))
+        emit(row(kind, " ".join(ms(m, 2) for m in medians), ms(statistics.median(medians), 2)))
 
     lines += ["", "## 3. Scale: 10,000 keys of 2 KiB in 100 subdirectories", ""]
     r = latency(ours(), 10_000, rounds // 4, paired=False, value_size=2048, subdirs=100)

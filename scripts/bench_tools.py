@@ -175,20 +175,26 @@ class EtcdctlWatch:
         self.process.wait()
 
 
+# Where etcd's data and the targets go: memory (/dev/shm) where there is one. On this machine kind the
+# disk makes etcd's fsync of every commit vary by milliseconds, and creating a file takes 20 us in some
+# parts of the file system and 0.4-0.6 ms in others (/tmp's, here): figures on disk say more about where
+# a directory happens to be than about the code. --dir changes it (scripts/bench.py).
+WORK = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+
+@contextmanager
+def workspace(prefix: str) -> Iterator[Path]:
+    """A temporary directory under WORK, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=WORK) as name:
+        yield Path(name)
+
+
 @contextmanager
 def etcd_with(keys: int, value_size: int, subdirs: int, work: Path) -> Iterator[EtcdServer]:
-    """A throwaway etcd holding ``keys`` keys under the prefix, and the 'seq' key. Its data lives in
-    memory (/dev/shm) where there is one: etcd's fsync of every commit on this machine's disk varies
-    by milliseconds, which every watcher measured would pay alike."""
-    memory = Path("/dev/shm")
-    base = Path(tempfile.mkdtemp(prefix="bench-etcd-", dir=memory)) if memory.is_dir() else work
-    try:
-        with EtcdServer(base / "etcd", ["--quota-backend-bytes=8589934592"]).running() as etcd:
-            fill(etcd, keys, value_size, subdirs)
-            yield etcd
-    finally:
-        if base != work:
-            shutil.rmtree(base, ignore_errors=True)
+    """A throwaway etcd holding ``keys`` keys under the prefix, and the 'seq' key."""
+    with EtcdServer(work / "etcd", ["--quota-backend-bytes=8589934592"]).running() as etcd:
+        fill(etcd, keys, value_size, subdirs)
+        yield etcd
 
 
 def fill(etcd: EtcdServer, keys: int, value_size: int, subdirs: int) -> None:

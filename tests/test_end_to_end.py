@@ -112,6 +112,8 @@ def test_usage_errors_exit_2_with_one_line_and_write_nothing(run: Run, tmp_path:
         (["--prefix=/cfg", "--target=T", "--once", "--", "true"], {}, "--once"),
         (["--prefix=/cfg", "--target=T", "--metrics-address=nowhere"], {}, "--metrics-address"),
         (["--prefix=/cfg", "--target=T", "--log-format=xml"], {}, "--log-format"),
+        (["--prefix=/cfg", "--target=T", "--confirm-interval=often"], {}, "--confirm-interval"),
+        (["--prefix=/cfg", "--target=T", "--confirm-interval=10ms"], {}, "--confirm-interval"),
         (["--prefix=/cfg", "--target=T"], {"ETCD_ENDPOINTS": "ftp://x:1"}, "ETCD_ENDPOINTS"),
         (["--prefix=/cfg", "--target=T"], {"ETCD_ENDPOINTS": "host:notaport"}, "ETCD_ENDPOINTS"),
         (["--prefix=/cfg", "--target=T"], {"ETCD_USERNAME": "u"}, "ETCD_PASSWORD"),

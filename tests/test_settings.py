@@ -16,6 +16,7 @@ from projector.settings import (
     directory_mode,
     load_etcd_config,
     load_options,
+    parse_duration,
     parse_mode,
     parse_signal,
 )
@@ -46,6 +47,20 @@ def test_signals(text: str, sig: signal.Signals) -> None:
 def test_bad_signals(text: str) -> None:
     with pytest.raises(ValueError):
         parse_signal(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("2s", 2.0), ("1.5m", 90.0), ("1h", 3600.0), ("3", 3.0), (" 2S ", 2.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["fast", "", "ms", "-1s", "1d", "nan", "infs"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
 
 
 def test_directory_mode_adds_search_where_files_are_readable() -> None:
