@@ -1,0 +1,84 @@
+"""What is made ahead for the next change, off the path from commit to signal.
+
+After each swap (once the child has been told) and when idle, the writer prepares what the next change
+needs but does not depend on (``Writer.prepare``):
+
+- its generation's name and the temporary link to that name that the swap will rename over ``..data``
+  (:class:`Next`): creating a link allocates an inode, the slowest step of a swap;
+- the next generation itself, made equal to the live one: a stale generation due for removal brought
+  up to date, or a new one with every file linked (hard links only: it holds no old content);
+- blank files with the files' mode and owner (:class:`Blanks`), which a changed file is written into
+  and renamed into place: the change does not pay for allocating an inode either.
+
+A change then writes only its own files. All of it is removed when the tool exits and, after a
+crash, at start (recovery.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..settings import Ownership
+from .layout import BLANKS_DIRECTORY, Generation, create_file, open_directory, remove_tree, write_all
+
+BLANKS = 8  # files made ahead for the changed files of the next change
+
+
+@dataclass(slots=True)
+class Next:
+    """What is made ahead for the next change: its generation's name, a temporary link to that name
+    (renamed over ``..data`` by the swap), and, when it could be made, the generation itself, already
+    equal to the live one."""
+
+    name: str
+    link: str
+    generation: Generation | None = None
+
+
+class Blanks:
+    """Empty files made ahead in ``target/..blanks``, with the files' mode and owner. A changed file is
+    written into one and renamed into place: the change does not pay for allocating an inode, the
+    slowest step of writing a small file (0.1 ms to 0.6 ms on this machine kind's disk)."""
+
+    def __init__(self, target: Path, ownership: Ownership) -> None:
+        self.path = target / BLANKS_DIRECTORY
+        self.ownership = ownership
+        self.fd: int | None = None  # the directory, opened once: renaming it away changes nothing
+        self._names: list[str] = []
+        self._counter = itertools.count()
+
+    def fill(self) -> None:
+        """Make blanks until there are ``BLANKS``."""
+        if self.fd is None:
+            os.mkdir(self.path, 0o700)
+            self.fd = open_directory(str(self.path))
+        while len(self._names) < BLANKS:
+            name = str(next(self._counter))
+            os.close(create_file(self.fd, name, self.ownership))
+            self._names.append(name)
+
+    def write(self, data: bytes, fsync: bool) -> str | None:
+        """The name (in ``fd``) of a blank that now holds ``data``; None if none is left, or if the
+        one taken is not the empty file this class made (then it is left alone)."""
+        if self.fd is None or not self._names:
+            return None
+        name = self._names.pop()
+        fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != 0:
+                return None
+            write_all(fd, data, fsync)
+        finally:
+            os.close(fd)
+        return name
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd, self._names = None, []
+            remove_tree(str(self.path))

@@ -1,0 +1,188 @@
+"""Making one generation directory hold exactly a set of files.
+
+A candidate generation (new, prepared ahead, or a reused old one) is brought to hold exactly the wanted
+files: first what must not be in it is removed (files not wanted or differing, and directories left
+empty), then what is missing is added, one directory at a time through directory descriptors (short
+names instead of long paths: an unchanged file costs one link(2) and little else). A file whose content
+is live is hard-linked from the live generation; any other is written into a blank file made ahead and
+renamed into place, or created exclusively; either way its mode and owner are set before the first
+byte is written. No file is ever written in place: hard links share the inode with other generations.
+Nor is new content renamed over a differing file: ext4 then flushes the new file's data (its
+replace-by-rename heuristic), 4x slower.
+
+Each directory's modification time is remembered as it is left, which is how a change by anyone else
+is noticed before the generation is used again (``intact``).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import operator
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+from ..settings import Ownership
+from .ahead import Blanks
+from .layout import (
+    Generation,
+    close_below,
+    create_file,
+    fsync_directory,
+    open_directory,
+    own_directory,
+    write_all,
+)
+
+
+class Filler:
+    """Fills generations of one target with files of one mode and owner."""
+
+    def __init__(self, prefix: str, ownership: Ownership, fsync: bool, blanks: Blanks) -> None:
+        self.prefix = prefix  # the target's path and a slash: cheaper than pathlib on a change's way
+        self.ownership = ownership
+        self.fsync = fsync
+        self.blanks = blanks
+        # Whether a new directory needs chmod/chown after mkdir: not when the umask leaves its mode
+        # alone and no owner is set, which saves three system calls per directory and generation.
+        # Read once, here, before any other thread runs: reading the umask means setting it.
+        umask = os.umask(0o077)
+        os.umask(umask)
+        own = ownership
+        self.fix_directories = bool(own.directory_mode & umask) or own.uid is not None or own.gid is not None
+
+    def fill(
+        self,
+        candidate: Generation,
+        root: int,
+        wanted: Mapping[str, bytes],
+        content: Callable[[str], bytes],
+        live: Generation | None,
+    ) -> None:
+        """Make the candidate (its directory open as ``root``) hold exactly ``wanted``."""
+        files, directories = candidate.files, candidate.directories
+        assert directories is not None
+        live_files = {} if live is None else live.files
+        gone = files.keys() - wanted.keys()
+        missing = [path for path, wanted_digest in wanted.items() if files.get(path) != wanted_digest]
+        linked = {path for path in missing if live_files.get(path) == wanted[path]}
+        touched: set[str] = set()  # directories whose entries changed
+        live_root = open_directory(self.prefix + live.name) if linked and live else None
+        try:
+            if not directories:  # a new generation
+                if self.fix_directories:
+                    own_directory(root, self.ownership)
+                directories[""] = 0
+                touched.add("")
+            for directory, names in by_directory(gone.union(path for path in missing if path in files)):
+                fd = open_directory(directory, root) if directory else root
+                try:
+                    for name in names:
+                        os.unlink(name, dir_fd=fd)
+                        del files[f"{directory}/{name}" if directory else name]
+                finally:
+                    close_below(fd, root)
+                touched.add(directory)
+            self._remove_emptied(root, directories, {path.rpartition("/")[0] for path in gone}, touched)
+            for directory, names in by_directory(missing):
+                self._make_directories(root, directory, directories, touched)
+                new_fd = open_directory(directory, root) if directory else root
+                old_fd = None
+                try:
+                    for name in names:
+                        path = f"{directory}/{name}" if directory else name
+                        if path in linked:
+                            if old_fd is None:
+                                assert live_root is not None
+                                old_fd = open_directory(directory, live_root) if directory else live_root
+                            os.link(name, name, src_dir_fd=old_fd, dst_dir_fd=new_fd, follow_symlinks=False)
+                        else:
+                            self._write_file(new_fd, name, content(path))
+                        files[path] = wanted[path]
+                finally:
+                    close_below(new_fd, root)
+                    if old_fd is not None:
+                        close_below(old_fd, live_root)
+                touched.add(directory)
+            for directory in sorted(touched, key=len, reverse=True):
+                if directory in directories:
+                    self._note_directory(root, directory, directories)
+        finally:
+            if live_root is not None:
+                os.close(live_root)
+
+    def _remove_emptied(
+        self, root: int, directories: dict[str, int], parents: set[str], touched: set[str]
+    ) -> None:
+        """Remove the directories that removing files left empty, deepest first, and their parents
+        that this leaves empty in turn (rmdir(2) refuses one that still holds anything)."""
+        pending = parents - {""}
+        while pending:
+            directory = max(pending, key=lambda path: path.count("/"))
+            pending.discard(directory)
+            try:
+                os.rmdir(directory, dir_fd=root)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    continue
+                raise
+            del directories[directory]
+            parent = directory.rpartition("/")[0]
+            touched.add(parent)
+            if parent:
+                pending.add(parent)
+
+    def _make_directories(
+        self, root: int, directory: str, directories: dict[str, int], touched: set[str]
+    ) -> None:
+        """Create ``directory`` and its missing parents below ``root``, with mode and owner."""
+        if directory in directories:
+            return
+        parent = directory.rpartition("/")[0]
+        self._make_directories(root, parent, directories, touched)
+        os.mkdir(directory, self.ownership.directory_mode, dir_fd=root)
+        if self.fix_directories:
+            fd = open_directory(directory, root)
+            try:
+                own_directory(fd, self.ownership)
+            finally:
+                os.close(fd)
+        directories[directory] = 0
+        touched.update((directory, parent))
+
+    def _note_directory(self, root: int, directory: str, directories: dict[str, int]) -> None:
+        """Remember how we leave a directory; with ``fsync``, flush it (children before parents)."""
+        if self.fsync:
+            fsync_directory(directory or ".", root)
+        directories[directory] = os.stat(directory or ".", dir_fd=root, follow_symlinks=False).st_mtime_ns
+
+    def _write_file(self, directory: int, name: str, data: bytes) -> None:
+        blank = self.blanks.write(data, self.fsync)
+        if blank is not None:
+            os.rename(blank, name, src_dir_fd=self.blanks.fd, dst_dir_fd=directory)
+            return
+        fd = create_file(directory, name, self.ownership)
+        try:
+            write_all(fd, data, self.fsync)
+        finally:
+            os.close(fd)
+
+
+def intact(root: int, directories: dict[str, int]) -> bool:
+    """Whether each directory below ``root`` is one, with the modification time we left it with."""
+    try:
+        for directory, mtime in directories.items():
+            st = os.stat(directory or ".", dir_fd=root, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_mtime_ns != mtime:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def by_directory(paths: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
+    """(directory, names in it) for the paths, sorted so that parents come before children."""
+    entries = sorted(path.rpartition("/")[::2] for path in paths)
+    for directory, group in itertools.groupby(entries, key=operator.itemgetter(0)):
+        yield directory, [name for _, name in group]

@@ -1,0 +1,158 @@
+"""The target's layout: its reserved names, what a generation is, and the file-system helpers the
+writer's rooms share.
+
+Kubernetes' AtomicWriter layout::
+
+    target/..2026_11_24_16_15_51.123456789/   one generation: the complete tree
+    target/..data -> ..2026_11_24_16_15_51.123456789
+    target/name -> ..data/name                one link per top-level name
+    target/..2026_11_24_16_15_51.200417553/   the next generation, made ahead (ahead.py)
+    target/..data_tmp.<hex> -> ..2026_11_24_16_15_51.200417553
+    target/..blanks/                          empty files for the next change's files (ahead.py)
+
+Every name starting with ``..`` belongs to the layout (keys.py refuses such keys). Generation names are
+the UTC time with nanoseconds, so they sort by age. What to remove is always computed from names this
+package made or recognised by their pattern, never by walking paths a user could have planted links in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..settings import Ownership
+
+DATA_LINK = "..data"
+TEMP_LINK_PREFIX = "..data_tmp."
+GENERATION_PATTERN = re.compile(r"\.\.\d{4}(?:_\d{2}){5}\.\d{9}")
+BLANKS_DIRECTORY = "..blanks"
+NOT_REUSABLE = b""  # the digest of an indexed file whose mode or owner is not the wanted one
+
+log = logging.getLogger(__name__)
+
+
+def digest(value: bytes) -> bytes:
+    """What the writer and the dispenser remember of a value: never the value itself."""
+    return hashlib.sha256(value).digest()
+
+
+class WriteError(Exception):
+    """Writing a generation failed; the live generation is untouched. The message names the path."""
+
+
+class Rejected(Exception):
+    """The candidate generation was refused by the check; the live one is untouched."""
+
+
+@dataclass(slots=True)
+class Generation:
+    """What the writer knows of one generation directory.
+
+    ``files`` maps each path to its content's digest. ``directories`` maps each directory ("" is the
+    generation itself) to its modification time as this writer left it, which is how an entry added
+    or removed by anyone else is noticed before the generation is reused; None for a generation
+    found on disk at start, which is never reused.
+    """
+
+    name: str
+    files: dict[str, bytes]
+    directories: dict[str, int] | None
+    stale_since: float = 0.0
+
+
+def generation_names(first: str | None = None) -> Iterator[str]:
+    """Names for a new generation: ``first`` if given, then names from the current time on, one
+    nanosecond apart."""
+    if first is not None:
+        yield first
+    for stamp in itertools.count(time.time_ns()):
+        seconds, nanos = divmod(stamp, 1_000_000_000)
+        yield datetime.fromtimestamp(seconds, UTC).strftime("..%Y_%m_%d_%H_%M_%S.") + f"{nanos:09d}"
+
+
+def is_generation(entry: os.DirEntry[str]) -> bool:
+    return bool(GENERATION_PATTERN.fullmatch(entry.name)) and entry.is_dir(follow_symlinks=False)
+
+
+def open_directory(path: str, parent: int | None = None) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+
+
+def fsync_directory(path: str, parent: int | None = None) -> None:
+    fd = open_directory(path, parent)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def close_below(fd: int, root: int | None) -> None:
+    """Close a directory opened below ``root``; ``root`` itself stands for "" and stays open."""
+    if fd != root:
+        os.close(fd)
+
+
+def own_directory(fd: int, ownership: Ownership) -> None:
+    """The directory mode and owner: mkdir's mode is filtered by the umask, and both are the contract."""
+    os.fchmod(fd, ownership.directory_mode)
+    if ownership.uid is not None or ownership.gid is not None:
+        os.fchown(fd, keep(ownership.uid), keep(ownership.gid))
+
+
+def keep(value: int | None) -> int:
+    """An id for chown, where -1 keeps the current one."""
+    return -1 if value is None else value
+
+
+def create_file(directory: int, name: str, own: Ownership) -> int:
+    """A new, empty file, opened for writing, with its mode and owner already set: no reader ever
+    sees looser permissions than asked for."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, own.mode, dir_fd=directory)
+    try:
+        os.fchmod(fd, own.mode)  # the mode given to open(2) is filtered by the umask
+        if own.uid is not None or own.gid is not None:
+            os.fchown(fd, keep(own.uid), keep(own.gid))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_all(fd: int, data: bytes, fsync: bool) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if fsync:
+        os.fsync(fd)
+
+
+def remove_tree(path: str, quiet: bool = False) -> bool:
+    """Remove a directory tree; whether it is gone."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "cannot remove %s: %s",
+            os.path.basename(path),
+            exc.strerror,
+        )
+        return False
+    return True
+
+
+def describe(exc: OSError, where: Path) -> str:
+    name = exc.filename if isinstance(exc.filename, str) else str(where)
+    return f"{exc.strerror or exc}: {name}"
