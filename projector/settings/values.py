@@ -1,0 +1,125 @@
+"""Single values of user input: modes, signals, users and groups, durations, addresses, the prefix.
+
+Each parser raises ``ValueError`` with a message that says what is wrong with the value; the models in
+options.py and etcd.py turn that into a :class:`UsageError` that names the flag or variable too.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import signal
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
+
+
+class UsageError(Exception):
+    """A user's input is wrong; the message is one line that names what is wrong."""
+
+
+def parse_mode(text: str) -> int:
+    """``600``, ``0640`` and ``0o640`` are all octal file modes."""
+    digits = text.strip().lower().removeprefix("0o")
+    try:
+        mode = int(digits, 8)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an octal mode such as 600 or 0640") from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"{text!r} is outside 000..777")
+    return mode
+
+
+def parse_signal(text: str) -> signal.Signals:
+    """A catchable signal by name (``SIGHUP``, ``hup``, any case) or by number."""
+    word = text.strip()
+    try:
+        sig = signal.Signals(int(word)) if word.isdigit() else signal.Signals[_signal_name(word)]
+    except (KeyError, ValueError):
+        raise ValueError(f"{text!r} is not a signal name or number") from None
+    if sig in UNCATCHABLE:
+        raise ValueError(f"{sig.name} cannot be caught by the child, so it cannot mean 'files changed'")
+    return sig
+
+
+def _signal_name(word: str) -> str:
+    name = word.upper()
+    return name if name.startswith("SIG") else "SIG" + name
+
+
+def resolve_owner(text: str) -> int:
+    """A user name or numeric uid; only root may give files to another user."""
+    uid = _resolve_id(text, lambda name: pwd.getpwnam(name).pw_uid, "user")
+    if os.geteuid() != 0 and uid != os.geteuid():
+        raise ValueError(f"only root can give files to another user than uid {os.geteuid()}")
+    return uid
+
+
+def resolve_group(text: str) -> int:
+    """A group name or numeric gid; without root only one's own groups are allowed."""
+    gid = _resolve_id(text, lambda name: grp.getgrnam(name).gr_gid, "group")
+    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():
+        raise ValueError(f"only root can give files to a group it is not a member of (gid {gid})")
+    return gid
+
+
+def _resolve_id(text: str, lookup: Callable[[str], int], kind: str) -> int:
+    word = text.strip()
+    if word.isdigit():
+        return int(word)
+    try:
+        return lookup(word)
+    except KeyError:
+        raise ValueError(f"no {kind} named {word!r}") from None
+
+
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``500ms``, ``2s``, ``1.5m``, ``1h``; a bare number is seconds."""
+    word = text.strip().lower()
+    number, unit = word, "s"
+    for suffix in sorted(DURATION_UNITS, key=len, reverse=True):
+        if word.endswith(suffix):
+            number, unit = word[: -len(suffix)], suffix
+            break
+    try:
+        seconds = float(number) * DURATION_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration such as 500ms, 2s or 1m") from None
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{text!r} is not a duration such as 500ms, 2s or 1m")
+    return seconds
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6; an empty host listens on every address)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def normalize_prefix(text: str) -> bytes:
+    """The prefix names a directory: ``/certs`` and ``/certs/`` are the same, ``/certsX`` is outside it."""
+    if not text:
+        raise ValueError("must not be empty (use / for every key that starts with /)")
+    return text.rstrip("/").encode() + b"/"
+
+
+def directory_mode(file_mode: int) -> int:
+    """Directories: rwx for the owner, and read plus search for whoever may read the files."""
+    readable = file_mode & 0o044
+    return 0o700 | readable | (readable >> 2)
+
+
+def first_error(exc: ValidationError, name_of: Callable[[str], str]) -> str:
+    error = exc.errors()[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    return f"{name_of(str(error['loc'][0]))}: {message}"
