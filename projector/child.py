@@ -65,20 +65,6 @@ class Child:
         return 128 - code if code < 0 else code
 
 
-def run_hook(command: str, env: dict[str, str], timeout: float) -> int | str:
-    """Run ``sh -c command`` to its end: its exit status, or why it could not run.
-
-    Our reaper (waitpid(-1), on SIGCHLD) must not run meanwhile, or subprocess's own wait would lose the
-    status to it: the dispenser runs hooks and reaps under one lock.
-    """
-    try:
-        return subprocess.run(["/bin/sh", "-c", command], env=env, timeout=timeout, check=False).returncode
-    except subprocess.TimeoutExpired:
-        return f"still running after {timeout:.0f} s; killed"
-    except OSError as exc:
-        return exc.strerror or str(exc)
-
-
 def reap_all() -> dict[int, int]:
     """Reap every exited process (as PID 1, orphans too); pid -> exit code, -N for signal N."""
     reaped: dict[int, int] = {}
