@@ -29,11 +29,10 @@ def console_script() -> str:
 
 
 def generations(target: Path) -> list[str]:
-    """The generation directories in a target, oldest first, without the one made ahead for the
-    next change (the target of a ``..data_tmp.*`` link): it is a copy of the live one, never read."""
-    names = os.listdir(target)
-    ahead = {os.readlink(target / name) for name in names if name.startswith("..data_tmp.")}
-    return sorted(name for name in names if name[:3] in ("..1", "..2") and name not in ahead)
+    """The generation directories in a target, oldest first, up to the live one: those newer than it
+    were made ahead for the next change (copies of the live one, never read) and are left out."""
+    live = os.readlink(target / "..data")
+    return sorted(name for name in os.listdir(target) if name[:3] in ("..1", "..2") and name <= live)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import random
 import stat
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -250,30 +252,52 @@ def temporary_links(target: Path) -> list[str]:
     return [name for name in os.listdir(target) if name.startswith("..data_tmp.")]
 
 
+def made_ahead(target: Path) -> list[str]:
+    """Generations newer than the live one: made ahead (or being reused), not live yet."""
+    live = os.readlink(target / DATA_LINK)
+    return [name for name in generations(target) if name > live]
+
+
+def named_at(name: str) -> int:
+    """A generation name's time, in nanoseconds since the epoch."""
+    seconds = datetime.strptime(name[2:21], "%Y_%m_%d_%H_%M_%S").replace(tzinfo=UTC).timestamp()
+    return int(seconds) * 1_000_000_000 + int(name[22:])
+
+
 def test_prepare_makes_the_next_generation_a_twin_of_the_live_one(tmp_path: Path) -> None:
     target = tmp_path / "t"
     writer = opened(target)
     writer.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
     writer.prepare()
-    [link] = temporary_links(target)
-    upcoming = os.readlink(target / link)
-    assert upcoming > str(writer.generation)
+    [upcoming] = made_ahead(target)
     assert tree(target / upcoming) == tree(target / DATA_LINK) == {"a": b"1", "d/b": b"2"}
     assert os.stat(target / upcoming / "d" / "b").st_ino == os.stat(target / "d" / "b").st_ino
+    directory = os.stat(target / upcoming).st_ino
 
     def only_changed(path: str) -> bytes:
         assert path == "a", "an unchanged file was rewritten"
         return b"3"
 
     writer.apply({"a": digest(b"3"), "d/b": digest(b"2")}, only_changed)
-    assert writer.generation == upcoming and temporary_links(target) == []
+    assert os.stat(target / str(writer.generation)).st_ino == directory  # the twin went live
+    assert str(writer.generation) > upcoming and temporary_links(target) == []
     assert tree(target / DATA_LINK) == {"a": b"3", "d/b": b"2"}
     writer.prepare()
     writer.close()
-    assert (
-        temporary_links(target) == [] and generations(target) == sorted([upcoming, *generations(target)])[:2]
-    )
+    assert temporary_links(target) == [] and made_ahead(target) == []
     assert len(generations(target)) == 2  # the live one and the one it replaced: no twin left
+
+
+def test_a_generation_is_named_for_when_it_went_live(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    writer = opened(target)
+    writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    writer.prepare()
+    [upcoming] = made_ahead(target)
+    time.sleep(0.05)
+    before = time.time_ns()
+    writer.apply(*contents({"a": b"2"}))  # type: ignore[arg-type]
+    assert named_at(str(writer.generation)) >= before > named_at(upcoming)
 
 
 def test_a_prepared_generation_changed_by_someone_else_is_not_used(tmp_path: Path) -> None:
@@ -281,10 +305,11 @@ def test_a_prepared_generation_changed_by_someone_else_is_not_used(tmp_path: Pat
     writer = opened(target)
     writer.apply(*contents({"d/a": b"1"}))  # type: ignore[arg-type]
     writer.prepare()
-    upcoming = os.readlink(target / temporary_links(target)[0])
+    [upcoming] = made_ahead(target)
     (target / upcoming / "d" / "planted").write_bytes(b"x")
     writer.apply(*contents({"d/a": b"2"}))  # type: ignore[arg-type]
     assert tree(target / DATA_LINK) == {"d/a": b"2"} and temporary_links(target) == []
+    assert upcoming not in generations(target)
 
 
 def test_changed_files_are_written_into_blanks_made_ahead_and_never_into_strangers(tmp_path: Path) -> None:

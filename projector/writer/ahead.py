@@ -3,12 +3,10 @@
 After each swap (once the child has been told) and when idle, the writer prepares what the next change
 needs but does not depend on (``Writer.prepare``):
 
-- its generation's name and the temporary link to that name that the swap will rename over ``..data``
-  (:class:`Next`): creating a link allocates an inode, the slowest step of a swap;
 - the next generation itself, made equal to the live one: a stale generation due for removal brought
   up to date, or a new one with every file linked (hard links only: it holds no old content);
 - blank files with the files' mode and owner (:class:`Blanks`), which a changed file is written into
-  and renamed into place: the change does not pay for allocating an inode either.
+  and renamed into place: the change does not pay for allocating an inode.
 
 A change then writes only its own files. All of it is removed when the tool exits and, after a
 crash, at start (recovery.py).
@@ -19,24 +17,12 @@ from __future__ import annotations
 import itertools
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..settings import Ownership
-from .layout import BLANKS_DIRECTORY, Generation, create_file, open_directory, remove_tree, write_all
+from .layout import BLANKS_DIRECTORY, create_file, open_directory, remove_tree, write_all
 
 BLANKS = 8  # files made ahead for the changed files of the next change
-
-
-@dataclass(slots=True)
-class Next:
-    """What is made ahead for the next change: its generation's name, a temporary link to that name
-    (renamed over ``..data`` by the swap), and, when it could be made, the generation itself, already
-    equal to the live one."""
-
-    name: str
-    link: str
-    generation: Generation | None = None
 
 
 class Blanks:

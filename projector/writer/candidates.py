@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from ..settings import Ownership
-from .ahead import Next
 from .fill import intact
 from .garbage import Stale
 from .layout import Generation, WriteError, describe, generation_names, open_directory
@@ -33,36 +31,43 @@ class Candidates:
         self.ownership = ownership
         self._stale = stale
 
-    def get(self, ready: Next | None, newer: int) -> tuple[Generation, int]:
-        """A generation to fill, and its directory opened: the one prepared in ``ready``, else a stale
+    def get(self, ready: Generation | None, newer: int) -> tuple[Generation, int]:
+        """A generation to fill, and its directory opened: ``ready`` (the one prepared), else a stale
         one due for removal, else a new one. ``newer``: see ``Stale.take_due``."""
-        if ready is not None and ready.generation is not None:
-            twin, ready.generation = ready.generation, None
-            root = self._open_intact(twin)
+        if ready is not None:
+            root = self._open_intact(ready)
             if root is not None:
-                return twin, root
-            self._stale.discard(twin)
+                return ready, root
+            self._stale.discard(ready)
         spare = self._stale.take_due(newer)
         if spare is None:
-            return self._new_generation(ready)
+            return self._new_generation()
         root = self._open_intact(spare)
         if root is None:
             self._stale.discard(spare)
-            return self._new_generation(ready)
+            return self._new_generation()
         old = spare.name
         try:
-            spare.name = self._rename(old, ready)
+            spare.name = self.rename(old)
         except WriteError:
             os.close(root)
             raise
         log.debug("reusing generation %s as %s", old, spare.name)
         return spare, root
 
-    @staticmethod
-    def names(ready: Next | None) -> Iterator[str]:
-        """Names for a new generation: the prepared name first, then names from the current time on,
-        all newer than the live one's (names sort by age)."""
-        return generation_names(None if ready is None else ready.name)
+    def rename(self, old: str) -> str:
+        """A generation renamed to the current time: a reader still holding its old name fails to open
+        files rather than reading a mix of two generations. The name, newer than any before it."""
+        for name in generation_names():
+            if os.path.lexists(self._prefix + name):
+                continue
+            try:
+                os.rename(self._prefix + old, self._prefix + name)
+            except OSError as exc:
+                self._stale.remove(old)
+                raise WriteError(describe(exc, self.target / old)) from None
+            return name
+        raise AssertionError("unreachable")
 
     def _open_intact(self, generation: Generation) -> int | None:
         """The generation's directory opened, if its directories are as the writer left them."""
@@ -77,8 +82,8 @@ class Candidates:
         os.close(root)
         return None
 
-    def _new_generation(self, ready: Next | None) -> tuple[Generation, int]:
-        for name in self.names(ready):
+    def _new_generation(self) -> tuple[Generation, int]:
+        for name in generation_names():
             try:
                 os.mkdir(self._prefix + name, self.ownership.directory_mode)
             except FileExistsError:
@@ -90,16 +95,4 @@ class Candidates:
             except OSError as exc:
                 self._stale.remove(name)
                 raise WriteError(describe(exc, self.target / name)) from None
-        raise AssertionError("unreachable")
-
-    def _rename(self, old: str, ready: Next | None) -> str:
-        for name in self.names(ready):
-            if os.path.lexists(self.target / name):
-                continue
-            try:
-                os.rename(self.target / old, self.target / name)
-            except OSError as exc:
-                self._stale.remove(old)
-                raise WriteError(describe(exc, self.target / old)) from None
-            return name
         raise AssertionError("unreachable")

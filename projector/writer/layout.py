@@ -7,11 +7,12 @@ Kubernetes' AtomicWriter layout::
     target/..data -> ..2026_11_24_16_15_51.123456789
     target/name -> ..data/name                one link per top-level name
     target/..2026_11_24_16_15_51.200417553/   the next generation, made ahead (ahead.py)
-    target/..data_tmp.<hex> -> ..2026_11_24_16_15_51.200417553
     target/..blanks/                          empty files for the next change's files (ahead.py)
+    target/..data_tmp.<hex> -> ...            the link that a swap renames over ..data, for a moment
 
-Every name starting with ``..`` belongs to the layout (keys.py refuses such keys). Generation names are
-the UTC time with nanoseconds, so they sort by age. What to remove is always computed from names this
+Every name starting with ``..`` belongs to the layout (keys.py refuses such keys). A generation is named
+for the UTC time (with nanoseconds) when it went live, so names sort by age; one made ahead, or being
+reused, carries the time it was made or taken until then. What to remove is always computed from names this
 package made or recognised by their pattern, never by walking paths a user could have planted links in.
 """
 
@@ -69,11 +70,8 @@ class Generation:
     stale_since: float = 0.0
 
 
-def generation_names(first: str | None = None) -> Iterator[str]:
-    """Names for a new generation: ``first`` if given, then names from the current time on, one
-    nanosecond apart."""
-    if first is not None:
-        yield first
+def generation_names() -> Iterator[str]:
+    """Names for a generation, from the current time on, one nanosecond apart."""
     for stamp in itertools.count(time.time_ns()):
         seconds, nanos = divmod(stamp, 1_000_000_000)
         yield datetime.fromtimestamp(seconds, UTC).strftime("..%Y_%m_%d_%H_%M_%S.") + f"{nanos:09d}"

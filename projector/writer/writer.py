@@ -12,13 +12,14 @@
  4. Any failure so far removes the candidate and leaves the live generation untouched.
  5. Create the links ``name -> ..data/name`` that are new, so that each name resolves the moment
     ``..data`` flips (until then they dangle, which a reader sees as "not there yet").
- 6. Swap: rename(2) a uniquely named temporary link to the candidate (made ahead) over ``..data``.
-    This is the only step readers can observe, and it is atomic. With ``fsync`` the target is flushed.
+ 6. Swap: name the candidate for the current time (rename(2) of its directory), point a uniquely
+    named temporary link at it and rename(2) that over ``..data``. This is the only step readers can
+    observe, and it is atomic. With ``fsync`` the target is flushed.
  7. Remove the links of names that are gone; only links that point into ``..data/`` are ever removed.
  8. Mark the old generation stale (garbage.py): it stays for a grace period, then is reused by a later
     change or preparation, or removed when the caller collects garbage.
 
-``prepare`` makes ahead what step 2 and 6 use; ``open`` is what a restart finds (recovery.py).
+``prepare`` makes ahead what steps 2 and 3 use; ``open`` is what a restart finds (recovery.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..settings import Ownership
-from .ahead import Blanks, Next
+from .ahead import Blanks
 from .candidates import Candidates
 from .fill import Filler
 from .garbage import GRACE_SECONDS, Stale
@@ -70,7 +71,7 @@ class Writer:
         self._names: set[str] = set()  # the live generation's top-level names
         self._links: set[str] = set()  # our links in the target
         self._stale = Stale(target, grace, clock)
-        self._next: Next | None = None  # what is ready for the next change
+        self._ahead: Generation | None = None  # the next generation, made ahead
         self._blanks = Blanks(target, ownership)
         self._filler = Filler(self._prefix, ownership, fsync, self._blanks)
         self._candidates = Candidates(target, ownership, self._stale)
@@ -129,7 +130,8 @@ class Writer:
         names = self._names if same_paths else _top_level_names(wanted)
         if live is not None and wanted == live.files and self._links == names:  # 1
             return False
-        candidate, root = self._candidates.get(self._next, newer=1)  # 2
+        ready, self._ahead = self._ahead, None
+        candidate, root = self._candidates.get(ready, newer=1)  # 2
         try:
             self._filler.fill(candidate, root, wanted, content, live)  # 3
             if accept is not None and not accept(self.target / candidate.name):
@@ -141,7 +143,7 @@ class Writer:
             raise WriteError(describe(exc, self.target / candidate.name)) from None
         finally:
             os.close(root)
-        self._swap(candidate.name)  # 6
+        self._swap(candidate)  # 6
         self._unlink(self._links - names)  # 7
         if live is not None:  # 8
             self._stale.add(live)
@@ -154,21 +156,17 @@ class Writer:
             if not is_our_link(self.target, name):  # one left dangling by a failed swap is reused
                 os.symlink(f"{DATA_LINK}/{name}", self.target / name)
 
-    def _swap(self, generation: str) -> None:
-        ready, self._next = self._next, None
-        if ready is not None and ready.name != generation:  # its name was taken: not ours to use
-            with contextlib.suppress(OSError):
-                os.unlink(self.target / ready.link)
-            ready = None
-        temporary = self._prefix + (ready.link if ready else TEMP_LINK_PREFIX + secrets.token_hex(8))
+    def _swap(self, candidate: Generation) -> None:
+        """Name the candidate for this moment and rename a link to it over ``..data``."""
+        candidate.name = self._candidates.rename(candidate.name)  # removed if it cannot be
+        temporary = self._prefix + TEMP_LINK_PREFIX + secrets.token_hex(8)
         try:
-            if ready is None:
-                os.symlink(generation, temporary)
+            os.symlink(candidate.name, temporary)
             os.rename(temporary, self._prefix + DATA_LINK)
             if self.fsync:
                 fsync_directory(str(self.target))
         except OSError as exc:
-            self._stale.remove(generation)
+            self._stale.remove(candidate.name)
             with contextlib.suppress(OSError):  # left for open() to clean if the target is read-only
                 os.unlink(temporary)
             raise WriteError(describe(exc, self.target / DATA_LINK)) from None
@@ -186,17 +184,9 @@ class Writer:
     def prepare(self) -> None:
         """Make ahead what the next change needs but does not depend on (ahead.py). Each part that
         cannot be made now is made by the change itself."""
-        if self._next is None:
-            name, link = next(Candidates.names(None)), TEMP_LINK_PREFIX + secrets.token_hex(8)
-            try:
-                os.symlink(name, self.target / link)
-            except OSError as exc:
-                log.debug("cannot prepare the next swap (it is made when needed): %s", exc.strerror)
-                return
-            self._next = Next(name, link)
         # Not from a generation found at start: it may hold odd files, which its first change replaces.
-        if self._next.generation is None and self._live is not None and self._live.directories is not None:
-            self._next.generation = self._twin()
+        if self._ahead is None and self._live is not None and self._live.directories is not None:
+            self._ahead = self._twin()
         try:
             self._blanks.fill()
         except OSError as exc:
@@ -207,7 +197,7 @@ class Writer:
         one (it differs by the last few changes), else a new one (every file linked)."""
         assert self._live is not None
         try:
-            twin, root = self._candidates.get(self._next, newer=0)
+            twin, root = self._candidates.get(None, newer=0)
         except WriteError as exc:
             log.debug("cannot prepare the next generation: %s", exc)
             return None
@@ -228,12 +218,9 @@ class Writer:
     def close(self) -> None:
         """Remove what was made ahead: nothing of ours is left half-made."""
         self._blanks.close()
-        ready, self._next = self._next, None
+        ready, self._ahead = self._ahead, None
         if ready is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.target / ready.link)
-            if ready.generation is not None:
-                self._stale.remove(ready.name)
+            self._stale.remove(ready.name)
 
 
 def _top_level_names(paths: Iterable[str]) -> set[str]:
