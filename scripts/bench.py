@@ -17,7 +17,7 @@ the number of keys to docs/benchmarks.png. Figures:
    one signalled, etcd's CPU time, resident memory per dispenser, watchers etcd holds;
 7. what one freshness check costs etcd (and the proxy).
 
-Usage: .venv/bin/python scripts/bench.py [--quick] [--original PATH]   (etcd and etcdctl on PATH)
+Usage: .venv/bin/python scripts/bench.py [--quick] [--original PATH] [--ours PATH]   (etcd, etcdctl on PATH)
 """
 
 from __future__ import annotations
@@ -297,8 +297,9 @@ def main() -> None:
     parser.add_argument("--original", type=Path, help="the original Go tool's binary, measured side by side")
     parser.add_argument("--output", type=Path, default=ROOT / "docs")
     parser.add_argument("--dir", type=Path, default=bench_tools.WORK, help="for etcd's data and the targets")
+    parser.add_argument("--ours", default=bench_tools.OURS, help="the etcd-config-dispenser to measure")
     args = parser.parse_args()
-    bench_tools.WORK = args.dir
+    bench_tools.WORK, bench_tools.OURS = args.dir, args.ours
     rounds = 40 if args.quick else 200
     when = (
         f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, by `scripts/bench.py`; etcd's data and "

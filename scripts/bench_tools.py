@@ -51,8 +51,13 @@ while True:
 """
 
 
+# The dispenser measured: the one installed beside this interpreter, unless --ours names another
+# (an earlier version installed elsewhere, to compare before and after in one sitting).
+OURS = shutil.which("etcd-config-dispenser", path=os.path.dirname(sys.executable)) or ""
+
+
 def ours() -> list[str]:
-    return [shutil.which("etcd-config-dispenser", path=os.path.dirname(sys.executable)) or ""]
+    return [OURS]
 
 
 class Reports:
