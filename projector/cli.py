@@ -15,6 +15,7 @@ import time
 from importlib.metadata import version
 from typing import NoReturn
 
+from . import notify
 from .child import StartError
 from .dispenser import Dispenser
 from .metrics import Metrics, serve
@@ -61,6 +62,27 @@ def _parser() -> argparse.ArgumentParser:
         default="10s",
         help="how often to confirm with etcd that the files are current (default 10s)",
     )
+    add(
+        "--include",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="project only keys matching (repeatable)",
+    )
+    add(
+        "--exclude",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="never project keys matching (repeatable)",
+    )
+    add("--file-mode", metavar="GLOB=MODE", action="append", default=[], help="mode for matching files")
+    add("--require", metavar="PATH", action="append", default=[], help="start the command once PATH exists")
+    add("--wait", metavar="MIN[:MAX]", help="write changes once etcd was quiet for MIN (at most MAX)")
+    add("--restart", action="store_true", help="restart the command after each change instead of a signal")
+    add(
+        "--stop-timeout", metavar="DURATION", default="10s", help="SIGKILL the command this long after a stop"
+    )
     add("--version", action="version", version=f"{PROG} {version('etcd-config-dispenser')}")
     return parser
 
@@ -92,7 +114,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     _configure_logging(options.log_level, options.log_format)
     log.info("projecting %s from %s into %s", options.prefix.decode(), etcd.describe(), options.target)
     try:
-        sys.exit(Dispenser(options, etcd, metrics).run())
+        sys.exit(Dispenser(options, etcd, metrics, notify.from_environment()).run())
     except WriteError as exc:
         log.error("cannot prepare the target: %s", exc)
         sys.exit(1)

@@ -1,4 +1,4 @@
-"""etcd keys to safe relative paths: every rule about hostile keys lives here.
+"""etcd keys to safe relative paths: every rule about hostile keys, and which keys are selected.
 
 A key's path is what follows the prefix (``/certs/`` for ``--prefix=/certs``). A path is accepted only if
 it cannot name anything outside the target and cannot collide with the on-disk layout, so the writer can
@@ -7,10 +7,14 @@ key itself (escaped for logs), never its value.
 
 Conflicts are decided over the whole key set so that the outcome does not depend on arrival order: when
 ``a`` and ``a/b`` both exist, the file ``a`` wins and every key below ``a/`` is refused.
+
+The operator's ``--include`` and ``--exclude`` globs (:class:`Selection`) leave keys out before any of
+that: an excluded key is not refused (no warning), just not there for this dispenser.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -38,6 +42,11 @@ def relative_path(key: bytes, prefix: bytes) -> str:
         path = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise RefusedKey("is not valid UTF-8") from None
+    return check_path(path)
+
+
+def check_path(path: str) -> str:
+    """``path`` if it is a safe path below the target, else :class:`RefusedKey`."""
     for segment in path.split("/"):
         _check_segment(segment)
     return path
@@ -52,6 +61,23 @@ def _check_segment(segment: str) -> None:
         raise RefusedKey(f"has a segment starting with {RESERVED_PREFIX!r}, reserved for the layout")
     if len(segment.encode()) > MAX_SEGMENT_BYTES:
         raise RefusedKey(f"has a segment longer than {MAX_SEGMENT_BYTES} bytes")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which valid paths are projected: those matching an ``include`` glob (or any, when there is none)
+    and no ``exclude`` glob."""
+
+    include: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[re.Pattern[str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.include or self.exclude)
+
+    def selects(self, path: str) -> bool:
+        if self.include and not any(glob.match(path) for glob in self.include):
+            return False
+        return not any(glob.match(path) for glob in self.exclude)
 
 
 def printable(key: bytes) -> str:

@@ -5,11 +5,13 @@ names) and answers what the target must hold: path -> digest, and the bytes of a
 has to write. Pure logic: no threads, no etcd, no file system of its own (the writer is asked what is
 on disk).
 
-Memory holds a digest per key, not values: a value is kept only while it is not on disk (changed
-since the last successful write, or valid but refused because it conflicts with another key or a
-file the operator keeps in the target), so that a failed write can be retried and a refused key
-projected once its conflict goes away. Where each key goes (the plan: keys.py) is decided anew only
-when keys come or go; a changed value moves nothing, so a change costs no pass over every key.
+Keys that the operator's selection leaves out are remembered by name only (so that the freshness
+check can count them), never with their values. Memory holds a digest per other key, not values: a
+value is kept only while it is not on disk (changed since the last successful write, or valid but
+refused because it conflicts with another key or a file the operator keeps in the target), so that a
+failed write can be retried and a refused key projected once its conflict goes away. Where each key
+goes (the plan: keys.py) is decided anew only when keys come or go; a changed value moves nothing, so
+a change costs no pass over every key.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol
 
-from .keys import PathTable, Plan, RefusedKey, printable
+from .keys import PathTable, Plan, RefusedKey, Selection, printable
 from .source import Batch
 from .writer import digest
 
@@ -37,9 +39,11 @@ class Target(Protocol):
 
 
 class KeyTable:
-    def __init__(self, prefix: bytes) -> None:
+    def __init__(self, prefix: bytes, selection: Selection | None = None) -> None:
         self.paths = PathTable(prefix)
-        self.digests: dict[bytes, bytes] = {}  # every key under the prefix -> digest of its value
+        self.selection = selection or Selection()
+        self.digests: dict[bytes, bytes] = {}  # every key projected or refused -> digest of its value
+        self.excluded: set[bytes] = set()  # keys the selection leaves out: their names, never values
         self.held: dict[bytes, bytes] = {}  # values not on disk
         self.revision = 0  # of the newest batch taken in
         self._plan: Plan | None = None  # None: keys came or went since it was made
@@ -50,11 +54,14 @@ class KeyTable:
     def absorb(self, batch: Batch) -> None:
         """Take a batch in: a snapshot replaces every key, a change batch the keys it names."""
         if batch.snapshot:
-            for key in self.digests.keys() - batch.changes.keys():
+            for key in (self.digests.keys() | self.excluded) - batch.changes.keys():
                 self._forget(key)
         for key, value in batch.changes.items():
             if value is None:
                 self._forget(key)
+                continue
+            if self.selection and self._left_out(key):
+                self.excluded.add(key)
                 continue
             if key not in self.digests:
                 self._plan = None
@@ -85,6 +92,11 @@ class KeyTable:
         self.held = {key: value for key, value in self.held.items() if self._kept_aside(key, plan)}
 
     @property
+    def keys(self) -> int:
+        """How many keys are under the prefix in etcd, as far as the batches taken in tell."""
+        return len(self.digests) + len(self.excluded)
+
+    @property
     def refused(self) -> int:
         """How many keys are refused now."""
         return 0 if self._plan is None else len(self._plan.refused)
@@ -98,7 +110,13 @@ class KeyTable:
             self._wanted = {path: self.digests[key] for path, key in self._plan.paths.items()}
         return self._plan
 
+    def _left_out(self, key: bytes) -> bool:
+        """Whether the selection leaves a valid key out (an invalid one is refused, with a warning)."""
+        path = self.paths.path(key)
+        return isinstance(path, str) and not self.selection.selects(path)
+
     def _forget(self, key: bytes) -> None:
+        self.excluded.discard(key)
         if key in self.digests:
             self._plan = None
         self.digests.pop(key, None)

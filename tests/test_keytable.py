@@ -103,3 +103,19 @@ def test_a_key_over_the_operators_own_file_is_refused_and_held() -> None:
     target.write(table)
     assert target.on_disk == {"ok": b"1"} and table.refused == 1
     assert table.held == {b"/p/notes": b"mine?"}
+
+
+def test_excluded_keys_are_counted_but_never_held_or_refused() -> None:
+    from projector.keys import Selection
+    from projector.settings.values import parse_glob
+
+    table, target = KeyTable(b"/p/", Selection(exclude=(parse_glob("*-account"),))), Target()
+    table.absorb(Batch(2, {b"/p/cert.pem": b"C", b"/p/acme-account": b"secret", b"/p/../bad": b"x"}))
+    target.write(table)
+    assert target.on_disk == {"cert.pem": b"C"}
+    assert table.keys == 3 and table.refused == 1  # the bad key only
+    assert b"secret" not in table.held.values() and b"/p/acme-account" not in table.digests
+    table.absorb(Batch(3, {b"/p/acme-account": None}))
+    assert table.keys == 2
+    table.absorb(Batch(4, {b"/p/cert.pem": b"C"}, snapshot=True))
+    assert table.keys == 1 and table.excluded == set()

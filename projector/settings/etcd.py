@@ -229,4 +229,5 @@ def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     if INHERITED_GRPC_VERBOSITY is None:
         source.pop("GRPC_VERBOSITY", None)
     hidden = {name for var in SECRET_VARIABLES for name in (var, var + "_FILE")}
+    hidden.add("NOTIFY_SOCKET")  # systemd's socket is ours: the command is not the service's main process
     return {k: v for k, v in source.items() if k.upper() not in hidden}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from signal import Signals
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
+from ..keys import RefusedKey, check_path
 from .values import (
     UsageError,
     directory_mode,
@@ -17,8 +20,11 @@ from .values import (
     normalize_prefix,
     parse_address,
     parse_duration,
+    parse_file_mode,
+    parse_glob,
     parse_mode,
     parse_signal,
+    parse_wait,
     resolve_group,
     resolve_owner,
 )
@@ -33,6 +39,18 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _each(parse: Callable[[str], object]) -> Callable[[object], object]:
+    """A validator for a repeatable flag: ``parse`` for each value given."""
+    return lambda values: tuple(parse(v) for v in values) if isinstance(values, list | tuple) else values
+
+
+def _required(text: str) -> str:
+    try:
+        return check_path(text.strip("/") if text != "/" else "")
+    except RefusedKey as refusal:
+        raise ValueError(f"{text!r} {refusal}") from None
+
+
 def _interval(text: object) -> object:
     if not isinstance(text, str):
         return text
@@ -44,15 +62,34 @@ def _interval(text: object) -> object:
 
 @dataclass(frozen=True)
 class Ownership:
-    """Mode and owner of every projected file; ``None`` ids keep the process's own."""
+    """Mode and owner of the projected files: ``mode``, unless one of ``file_modes`` (glob, mode) matches
+    a file's path first. ``None`` ids keep the process's own."""
 
     mode: int = 0o600
     uid: int | None = None
     gid: int | None = None
+    file_modes: tuple[tuple[re.Pattern[str], int], ...] = ()
+
+    def mode_of(self, path: str) -> int:
+        for glob, mode in self.file_modes:
+            if glob.match(path):
+                return mode
+        return self.mode
 
     @property
     def directory_mode(self) -> int:
-        return directory_mode(self.mode)
+        """The mode a directory is made with. When every file has ``mode`` it is final: ``rwx`` for the
+        owner, and read and search for whoever may read the files. With ``file_modes`` it is the
+        owner's alone until the files below it are known (each gets what they need: fill.py)."""
+        return 0o700 if self.file_modes else directory_mode(self.mode)
+
+    @property
+    def target_mode(self) -> int:
+        """The target's mode, when this tool creates it: what the most permissive file may need."""
+        widest = self.mode
+        for _glob, mode in self.file_modes:
+            widest |= mode
+        return directory_mode(widest)
 
 
 class Options(BaseModel):
@@ -76,11 +113,28 @@ class Options(BaseModel):
         None
     )
     confirm_interval: Annotated[float, BeforeValidator(_interval)] = 10.0
+    include: Annotated[tuple[re.Pattern[str], ...], BeforeValidator(_each(parse_glob))] = ()
+    exclude: Annotated[tuple[re.Pattern[str], ...], BeforeValidator(_each(parse_glob))] = ()
+    file_mode: Annotated[
+        tuple[tuple[re.Pattern[str], int], ...], BeforeValidator(_each(parse_file_mode))
+    ] = ()
+    require: Annotated[tuple[str, ...], BeforeValidator(_each(_required))] = ()
+    wait: Annotated[tuple[float, float] | None, BeforeValidator(lambda v: v and parse_wait(v))] = None
+    restart: bool = False
+    stop_timeout: Annotated[
+        float, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str) else v)
+    ] = 10.0
     command: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_way_to_tell(self) -> Self:
+        if self.restart and self.signal is not None:
+            raise ValueError("--restart: the command is restarted instead of signalled; drop --signal")
+        return self
 
     @property
     def ownership(self) -> Ownership:
-        return Ownership(self.mode, self.owner, self.group)
+        return Ownership(self.mode, self.owner, self.group, self.file_mode)
 
 
 def load_options(**flags: object) -> Options:

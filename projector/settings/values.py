@@ -1,4 +1,5 @@
-"""Single values of user input: modes, signals, users and groups, durations, addresses, the prefix.
+"""Single values of user input: modes, signals, users and groups, durations, addresses, the prefix,
+globs over key paths.
 
 Each parser raises ``ValueError`` with a message that says what is wrong with the value; the models in
 options.py and etcd.py turn that into a :class:`UsageError` that names the flag or variable too.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import signal
 from collections.abc import Callable
 
@@ -123,3 +125,67 @@ def first_error(exc: ValidationError, name_of: Callable[[str], str]) -> str:
     if not error["loc"]:
         return message
     return f"{name_of(str(error['loc'][0]))}: {message}"
+
+
+def parse_glob(text: str) -> re.Pattern[str]:
+    """A glob over key paths (what follows the prefix): ``*`` and ``?`` do not cross ``/``, ``**``
+    does (``**/`` also matches no directory at all), ``[...]`` and ``[!...]`` are one character of a
+    set, a backslash makes the next character plain."""
+    if not text:
+        raise ValueError("an empty glob matches nothing")
+    out, i = [], 0
+    while i < len(text):
+        char = text[i]
+        if text.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif text.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif char == "*":
+            out.append("[^/]*")
+            i += 1
+        elif char == "?":
+            out.append("[^/]")
+            i += 1
+        elif char == "[":
+            end = text.find("]", i + 2 if text[i + 1 : i + 2] in ("!", "^", "]") else i + 1)
+            if end < 0:
+                raise ValueError(f"{text!r} has a '[' without its ']'")
+            body = text[i + 1 : end]
+            negate = body[:1] in ("!", "^")
+            members = re.escape(body[1:] if negate else body).replace("\\-", "-")
+            out.append(f"(?!/)[{'^' if negate else ''}{members}]")
+            i = end + 1
+        elif char == "\\":
+            if i + 1 == len(text):
+                raise ValueError(f"{text!r} ends with a lone backslash")
+            out.append(re.escape(text[i + 1]))
+            i += 2
+        else:
+            out.append(re.escape(char))
+            i += 1
+    try:
+        return re.compile("".join(out) + r"\Z", re.DOTALL)
+    except re.error as exc:
+        raise ValueError(f"{text!r} is not a glob: {exc.msg}") from None
+
+
+def parse_wait(text: str) -> tuple[float, float]:
+    """``MIN[:MAX]``: durations; MAX is 4 x MIN unless given, and no less than MIN."""
+    quiet, colon, longest = text.partition(":")
+    shortest = parse_duration(quiet)
+    if shortest <= 0:
+        raise ValueError(f"{text!r}: the quiet time must be more than 0")
+    cap = parse_duration(longest) if colon else 4 * shortest
+    if cap < shortest:
+        raise ValueError(f"{text!r}: MAX is shorter than MIN")
+    return shortest, cap
+
+
+def parse_file_mode(text: str) -> tuple[re.Pattern[str], int]:
+    """``GLOB=MODE``: files whose path matches GLOB get MODE (octal)."""
+    glob, equals, mode = text.rpartition("=")
+    if not equals or not glob:
+        raise ValueError(f"{text!r} is not GLOB=MODE, such as '*.crt=0644'")
+    return parse_glob(glob), parse_mode(mode)
