@@ -44,12 +44,12 @@ class Blanks:
             self.fd = open_directory(str(self.path))
         while len(self._names) < BLANKS:
             name = str(next(self._counter))
-            os.close(create_file(self.fd, name, self.ownership))
+            os.close(create_file(self.fd, name, self.ownership, self.ownership.mode))
             self._names.append(name)
 
-    def write(self, data: bytes, fsync: bool) -> str | None:
-        """The name (in ``fd``) of a blank that now holds ``data``; None if none is left, or if the
-        one taken is not the empty file this class made (then it is left alone)."""
+    def write(self, data: bytes, mode: int, fsync: bool) -> str | None:
+        """The name (in ``fd``) of a blank that now holds ``data``, with ``mode``; None if none is left,
+        or if the one taken is not the empty file this class made (then it is left alone)."""
         if self.fd is None or not self._names:
             return None
         name = self._names.pop()
@@ -58,6 +58,8 @@ class Blanks:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != 0:
                 return None
+            if stat.S_IMODE(st.st_mode) != mode:
+                os.fchmod(fd, mode)  # before the first byte, as for any file
             write_all(fd, data, fsync)
         finally:
             os.close(fd)

@@ -12,6 +12,12 @@ replace-by-rename heuristic), 4x slower.
 
 Each directory's modification time is remembered as it is left, which is how a change by anyone else
 is noticed before the generation is used again (``intact``).
+
+With per-file modes (``--file-mode``) a directory gets what its most permissive file needs to be
+reachable: ``rwx`` for the owner, plus read and search for the group (others) when a file below it is
+readable by the group (others); never write for them. New directories start as the owner's alone and
+are widened once their files are in; each generation counts, per directory, the files below it that
+each class may read, so that a change adjusts only the directories above what it changed.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class Filler:
         os.umask(umask)
         own = ownership
         self.fix_directories = bool(own.directory_mode & umask) or own.uid is not None or own.gid is not None
+        self.per_file_modes = bool(own.file_modes)
 
     def fill(
         self,
@@ -80,11 +87,13 @@ class Filler:
                 try:
                     for name in names:
                         os.unlink(name, dir_fd=fd)
-                        del files[f"{directory}/{name}" if directory else name]
+                        path = f"{directory}/{name}" if directory else name
+                        del files[path]
+                        self._count(candidate, path, -1)
                 finally:
                     close_below(fd, root)
                 touched.add(directory)
-            self._remove_emptied(root, directories, {path.rpartition("/")[0] for path in gone}, touched)
+            self._remove_emptied(root, candidate, {path.rpartition("/")[0] for path in gone}, touched)
             for directory, names in by_directory(missing):
                 self._make_directories(root, directory, directories, touched)
                 new_fd = open_directory(directory, root) if directory else root
@@ -98,13 +107,16 @@ class Filler:
                                 old_fd = open_directory(directory, live_root) if directory else live_root
                             os.link(name, name, src_dir_fd=old_fd, dst_dir_fd=new_fd, follow_symlinks=False)
                         else:
-                            self._write_file(new_fd, name, content(path))
+                            self._write_file(new_fd, name, content(path), self.ownership.mode_of(path))
                         files[path] = wanted[path]
+                        self._count(candidate, path, 1)
                 finally:
                     close_below(new_fd, root)
                     if old_fd is not None:
                         close_below(old_fd, live_root)
                 touched.add(directory)
+            if self.per_file_modes:
+                self._widen(root, candidate, touched)
             for directory in sorted(touched, key=len, reverse=True):
                 if directory in directories:
                     self._note_directory(root, directory, directories)
@@ -112,11 +124,11 @@ class Filler:
             if live_root is not None:
                 os.close(live_root)
 
-    def _remove_emptied(
-        self, root: int, directories: dict[str, int], parents: set[str], touched: set[str]
-    ) -> None:
+    def _remove_emptied(self, root: int, candidate: Generation, parents: set[str], touched: set[str]) -> None:
         """Remove the directories that removing files left empty, deepest first, and their parents
         that this leaves empty in turn (rmdir(2) refuses one that still holds anything)."""
+        directories = candidate.directories
+        assert directories is not None
         pending = parents - {""}
         while pending:
             directory = max(pending, key=lambda path: path.count("/"))
@@ -128,6 +140,7 @@ class Filler:
                     continue
                 raise
             del directories[directory]
+            candidate.modes.pop(directory, None)
             parent = directory.rpartition("/")[0]
             touched.add(parent)
             if parent:
@@ -157,12 +170,44 @@ class Filler:
             fsync_directory(directory or ".", root)
         directories[directory] = os.stat(directory or ".", dir_fd=root, follow_symlinks=False).st_mtime_ns
 
-    def _write_file(self, directory: int, name: str, data: bytes) -> None:
-        blank = self.blanks.write(data, self.fsync)
+    def _count(self, generation: Generation, path: str, step: int) -> None:
+        """Count a file in (``step`` 1) or out (-1) of what each directory above it holds readable."""
+        if not self.per_file_modes:
+            return
+        mode = self.ownership.mode_of(path)
+        group, others = step if mode & 0o040 else 0, step if mode & 0o004 else 0
+        if not (group or others):
+            return
+        parts = path.split("/")[:-1]
+        for depth in range(len(parts) + 1):
+            counts = generation.readers.setdefault("/".join(parts[:depth]), [0, 0])
+            counts[0] += group
+            counts[1] += others
+
+    def _widen(self, root: int, generation: Generation, touched: set[str]) -> None:
+        """Give each directory above a changed file the mode its files need (see the module's text)."""
+        above: set[str] = set()
+        for directory in touched:
+            parts = directory.split("/") if directory else []
+            above.update("/".join(parts[:depth]) for depth in range(len(parts) + 1))
+        assert generation.directories is not None
+        for directory in above & generation.directories.keys():
+            group, others = generation.readers.get(directory, (0, 0))
+            mode = 0o700 | (0o050 if group else 0) | (0o005 if others else 0)
+            if generation.modes.get(directory) != mode:
+                fd = open_directory(directory, root) if directory else root
+                try:
+                    os.fchmod(fd, mode)
+                finally:
+                    close_below(fd, root)
+                generation.modes[directory] = mode
+
+    def _write_file(self, directory: int, name: str, data: bytes, mode: int) -> None:
+        blank = self.blanks.write(data, mode, self.fsync)
         if blank is not None:
             os.rename(blank, name, src_dir_fd=self.blanks.fd, dst_dir_fd=directory)
             return
-        fd = create_file(directory, name, self.ownership)
+        fd = create_file(directory, name, self.ownership, mode)
         try:
             write_all(fd, data, self.fsync)
         finally:

@@ -26,7 +26,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,6 +68,10 @@ class Generation:
     files: dict[str, bytes]
     directories: dict[str, int] | None
     stale_since: float = 0.0
+    # With per-file modes (--file-mode): each directory's mode as set, and how many files below it
+    # each readable class (group, others) has, which is what decides that mode (fill.py).
+    modes: dict[str, int] = field(default_factory=dict)
+    readers: dict[str, list[int]] = field(default_factory=dict)
 
 
 def generation_names() -> Iterator[str]:
@@ -99,9 +103,10 @@ def close_below(fd: int, root: int | None) -> None:
         os.close(fd)
 
 
-def own_directory(fd: int, ownership: Ownership) -> None:
-    """The directory mode and owner: mkdir's mode is filtered by the umask, and both are the contract."""
-    os.fchmod(fd, ownership.directory_mode)
+def own_directory(fd: int, ownership: Ownership, mode: int | None = None) -> None:
+    """The directory's mode (``ownership.directory_mode`` unless given) and owner: mkdir's mode is
+    filtered by the umask, and both are the contract."""
+    os.fchmod(fd, ownership.directory_mode if mode is None else mode)
     if ownership.uid is not None or ownership.gid is not None:
         os.fchown(fd, keep(ownership.uid), keep(ownership.gid))
 
@@ -111,13 +116,13 @@ def keep(value: int | None) -> int:
     return -1 if value is None else value
 
 
-def create_file(directory: int, name: str, own: Ownership) -> int:
+def create_file(directory: int, name: str, own: Ownership, mode: int) -> int:
     """A new, empty file, opened for writing, with its mode and owner already set: no reader ever
     sees looser permissions than asked for."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(name, flags, own.mode, dir_fd=directory)
+    fd = os.open(name, flags, mode, dir_fd=directory)
     try:
-        os.fchmod(fd, own.mode)  # the mode given to open(2) is filtered by the umask
+        os.fchmod(fd, mode)  # the mode given to open(2) is filtered by the umask
         if own.uid is not None or own.gid is not None:
             os.fchown(fd, keep(own.uid), keep(own.gid))
     except OSError:

@@ -76,10 +76,10 @@ def is_our_link(target: Path, name: str) -> bool:
 def _create_target(target: Path, ownership: Ownership) -> None:
     if target.is_dir():
         return
-    target.mkdir(parents=True, mode=ownership.directory_mode)
+    target.mkdir(parents=True, mode=ownership.target_mode)
     fd = open_directory(str(target))
     try:
-        own_directory(fd, ownership)
+        own_directory(fd, ownership, ownership.target_mode)
     finally:
         os.close(fd)
 
@@ -121,11 +121,12 @@ def _index(generation: Path, ownership: Ownership) -> dict[str, bytes]:
     for root, dirs, names in os.walk(generation):
         for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             path = os.path.join(root, name)
-            files[os.path.relpath(path, generation)] = _indexed_digest(path, ownership)
+            relative = os.path.relpath(path, generation)
+            files[relative] = _indexed_digest(path, ownership.mode_of(relative), ownership)
     return files
 
 
-def _indexed_digest(path: str, own: Ownership) -> bytes:
+def _indexed_digest(path: str, mode: int, own: Ownership) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -134,7 +135,7 @@ def _indexed_digest(path: str, own: Ownership) -> bytes:
         st = os.fstat(fd)
         if not (
             stat.S_ISREG(st.st_mode)
-            and stat.S_IMODE(st.st_mode) == own.mode
+            and stat.S_IMODE(st.st_mode) == mode
             and own.uid in (None, st.st_uid)
             and own.gid in (None, st.st_gid)
         ):
