@@ -5,7 +5,9 @@ group and, on a terminal we own, the foreground, so that the terminal's Ctrl-C r
 signals go to the child's pid only, never to a process group of which unrelated processes could be part;
 every zombie is reaped, not only the child's; and a child killed by signal N becomes exit status 128+N.
 Outside a container (not PID 1) we make ourselves a child subreaper, as tini -s does, so that the
-child's orphans are still ours to reap rather than init's.
+child's orphans are still ours to reap rather than init's. And the child gets SIGKILL when we die
+(Linux's parent-death signal, set by launch.py), so that killing us (the OOM killer, ``docker kill``)
+does not leave a command running that a restarted dispenser would start a second time.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+
+from . import launch
 
 # Exit statuses a shell uses for a command it cannot run; operators already know them.
 NOT_FOUND = 127
@@ -41,11 +46,19 @@ class Child:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the command, through launch.py so that it dies with us. Only from the main thread: the
+        parent-death signal follows the thread that started the process, and ours lives as long as we do."""
         _become_subreaper()
+        program = shutil.which(self.argv[0], path=self.env.get("PATH", os.defpath))
+        if program is None:
+            exists = os.path.sep in self.argv[0] and os.path.exists(self.argv[0])
+            why, status = (
+                ("permission denied", NOT_EXECUTABLE) if exists else ("no such file or command", NOT_FOUND)
+            )
+            raise StartError(f"cannot start {self.argv[0]!r}: {why}", status)
+        argv = [*_launcher(), str(os.getpid()), program, *self.argv[1:]]
         try:
-            process = subprocess.Popen(self.argv, env=self.env, process_group=0)
-        except FileNotFoundError:
-            raise StartError(f"cannot start {self.argv[0]!r}: no such file or command", NOT_FOUND) from None
+            process = subprocess.Popen(argv, env=self.env, process_group=0)
         except OSError as exc:
             raise StartError(f"cannot start {self.argv[0]!r}: {exc.strerror}", NOT_EXECUTABLE) from None
         self._process, self.pid = process, process.pid
@@ -76,6 +89,14 @@ def reap_all() -> dict[int, int]:
         if pid == 0:
             return reaped
         reaped[pid] = os.waitstatus_to_exitcode(wait_status)
+
+
+def _launcher() -> list[str]:
+    """How to run launch.py: by this interpreter (isolated: no site, no PYTHON* variables), or by the
+    single-file executable, which is its own interpreter."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, launch.LAUNCH]
+    return [sys.executable, "-I", "-S", launch.__file__]
 
 
 def _become_subreaper() -> None:

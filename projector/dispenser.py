@@ -1,14 +1,17 @@
-"""The loop that ties it together: etcd batches -> key table -> generation on disk -> one signal.
+"""The loop that ties it together: etcd batches -> key table -> generation on disk -> the command told.
 
 Two threads share the work and take turns, under one lock. The source thread delivers batches; once the
-child runs, it applies each one right away (a watch response, so a catch-up run becomes one generation
-and one signal), signals the child and prepares the next generation. Handing the batch to the main thread
-instead would cost a thread switch on every change, the biggest part of our latency after etcd's own
-delivery. The main thread takes signals we receive and the note that a child process exited, applies
-batches until the child runs, retries failed writes, and tidies up when no change came for a while.
-Signal handlers take no lock: they forward a signal or queue an event.
+command runs, it applies each one right away (a watch response, so a catch-up run becomes one generation
+and one signal), tells the command and prepares the next generation. Handing the batch to the main
+thread instead would cost a thread switch on every change, the biggest part of our latency after etcd's
+own delivery. The main thread takes the signals we receive and the note that a child process exited,
+applies batches until the command runs (and those that ``--wait`` held back), starts and restarts the
+command, retries failed writes, and tidies up when no change came for a while. Signal handlers take no
+lock: they forward a signal or queue an event.
 
-What the dispenser knows of the keys lives in the key table (keytable.py).
+The run: the first projection; then, with ``--require``, more projections until every required path
+is there; then the command starts (systemd hears READY=1), and changes keep coming until the command
+exits or we are told to stop.
 """
 
 from __future__ import annotations
@@ -22,29 +25,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from .child import Child, reap_all
-from .freshness import Confirmation, Position
+from .child import reap_all
+from .freshness import Confirmation, Ledger, Position
 from .hooks import Hooks
 from .inbox import ChildEvent, Inbox, Received
+from .keys import Selection
 from .keytable import KeyTable
 from .metrics import HEARTBEAT_SECONDS, Metrics
+from .notify import Notifier
+from .pacing import Quiet, Retry
 from .settings import EtcdConfig, Options, child_environment
 from .source import Batch, Source
+from .supervisor import STOPPING, Supervisor, absent
 from .writer import Rejected, WriteError, Writer
 
-FORWARDED = (
-    signal.SIGHUP,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGTERM,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-    signal.SIGABRT,
-)
-STOPPING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGQUIT})
-RETRY_FIRST = 0.5
-RETRY_MAX = 30.0
 GARBAGE_TICK = 0.2  # how long nothing must happen before stale generations are collected
 LOCK_SLICE = 0.05  # seconds the main thread waits for the lock before it lets signal handlers run
 
@@ -52,46 +46,59 @@ log = logging.getLogger(__name__)
 
 
 class Dispenser:
-    def __init__(self, options: Options, etcd: EtcdConfig, metrics: Metrics) -> None:
+    def __init__(self, options: Options, etcd: EtcdConfig, metrics: Metrics, notifier: Notifier) -> None:
         self.options = options
         self.metrics = metrics
+        self.notifier = notifier
         self.events = Inbox()
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
         environment = child_environment()
         self.hooks = Hooks(options.check, options.on_change, environment, metrics)
-        self.child = Child(options.command, environment) if options.command else None
+        self.supervisor = (
+            Supervisor(
+                options.command, environment, options.signal, options.restart, options.stop_timeout, metrics
+            )
+            if options.command
+            else None
+        )
         self.source = Source(etcd, options.prefix, self, metrics, options.confirm_interval)
+        self.keys = KeyTable(options.prefix, Selection(options.include, options.exclude))
+        self.ledger = Ledger(metrics)
+        self.quiet = Quiet(*options.wait) if options.wait else None
+        self.retry = Retry()
         self.lock = threading.Lock()
         self.pending: list[Batch] = []  # delivered, not yet applied
-        self.direct = False  # whether the source thread applies what it delivers (once the child runs)
+        self.direct = False  # whether the source thread applies what it delivers (once the command runs)
         self.changed_at = 0.0  # time.monotonic() of the last change applied
         self.failure: Exception | None = None  # raised by a change on the source thread
-        self.keys = KeyTable(options.prefix)
-        self._settled: Position | None = None  # what the files hold; None while they lag the table
-        self.confirming: Confirmation | None = None  # etcd's state, until the files hold it
-        self.retry_at: float | None = None
-        self.retry_delay = RETRY_FIRST
+        self._missing: list[str] | None = None  # required paths last found missing
 
     # -- the run -------------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Project, start the child, keep projecting; the exit status to end with."""
-        self._install_signal_handlers()
+        """Project, start the command, keep projecting; the exit status to end with."""
+        self.events.listen(self._on_signal)
         self.writer.open()
         threading.Thread(target=self.source.run, name="etcd-source", daemon=True).start()
         try:
             status = self._first_projection()
+            if status is None:
+                status = self._requirements()
             if status is not None:
                 return status
             self.metrics.ready = True
             if self.options.once:
                 self.writer.collect_garbage(everything=True)
                 return 0
-            if self.child is not None:
-                self.child.start()
-                log.info("started %s (pid %s)", self.options.command[0], self.child.pid)
+            with self._locked():
+                if self.supervisor is not None:
+                    self.supervisor.start()
+                self.direct = True
+                self.writer.prepare()
+            self.notifier.send("READY=1", self._status())
             return self._loop()
         finally:
+            self.notifier.send("STOPPING=1")
             with self._locked():
                 self.direct = False
                 self.source.stop()
@@ -108,10 +115,15 @@ class Dispenser:
             if written is not None:
                 return None
 
+    def _requirements(self) -> int | None:
+        """Keep projecting until every ``--require`` path is there; an exit status if told to stop."""
+        while not self._required_there():
+            status, _written = self._step()
+            if status is not None:
+                return status
+        return None
+
     def _loop(self) -> int:
-        with self._locked():
-            self.direct = True
-            self.writer.prepare()
         while True:
             status, _written = self._step()
             if status is not None:
@@ -128,7 +140,9 @@ class Dispenser:
                 status = self._answer(event)
                 if status is not None:
                     return status, None
-            if self.pending or (self.retry_at is not None and time.monotonic() >= self.retry_at):
+            if self.supervisor is not None:
+                self.supervisor.tick()
+            if self._due():
                 return None, self._change()
             if self.direct and not events and time.monotonic() - self.changed_at >= GARBAGE_TICK:
                 self._tidy()
@@ -138,7 +152,7 @@ class Dispenser:
     def _locked(self) -> Iterator[None]:
         """The lock, for the main thread. A signal that another thread took does not end a wait for a
         lock, and its handler runs only once the main thread runs again: wait in slices, so that a long
-        change on the source thread never holds up forwarding a signal to the child."""
+        change on the source thread never holds up forwarding a signal to the command."""
         while not self.lock.acquire(timeout=LOCK_SLICE):
             pass
         try:
@@ -146,11 +160,26 @@ class Dispenser:
         finally:
             self.lock.release()
 
+    def _required_there(self) -> bool:
+        """Whether every ``--require`` path is projected; one log line names those that are not."""
+        missing = absent(self.options.require, self.writer.files)
+        if missing and self._missing is None:
+            log.info("waiting for %s before going on: not in etcd yet", ", ".join(missing))
+        elif not missing and self._missing:
+            log.info("every required file is there")
+        self._missing = missing
+        return not missing
+
+    # -- the source thread's side --------------------------------------------------------------------------
+
     def receive(self, batch: Batch) -> None:
-        """The source thread's delivery: applied here once the child runs, else by the main thread."""
+        """The source thread's delivery: applied here once the command runs, else by the main thread
+        (and by it too when ``--wait`` holds changes back)."""
         with self.lock:
             self.pending.append(batch)
-            if self.direct:
+            if self.direct and self.quiet is not None:
+                self.quiet.arrived()
+            elif self.direct:
                 try:
                     self._change()
                 except Exception as exc:
@@ -160,99 +189,38 @@ class Dispenser:
 
     def settled(self) -> Position | None:
         """What the files hold, for the freshness check (read without the lock: one attribute)."""
-        return self._settled
+        return self.ledger.settled
 
     def confirmed(self, confirmation: Confirmation) -> None:
-        """etcd was read at ``confirmation.at``: the files are current as of then once they hold it."""
         with self.lock:
-            self.confirming = confirmation
-            if confirmation.current:
-                self._confirm(confirmation.revision)
-            elif self._settled is not None:
-                self._confirm(self._settled.revision)
+            self.ledger.confirmed(confirmation)
 
-    def _confirm(self, revision: int) -> None:
-        """The files hold ``revision``: confirm the reading of etcd waiting for that, if any."""
-        waiting = self.confirming
-        if waiting is not None and revision >= waiting.revision:
-            self.metrics.last_sync.set(waiting.at)
-            self.confirming = None
+    # -- changes -------------------------------------------------------------------------------------------
+
+    def _due(self) -> bool:
+        """Whether pending batches (or a failed write) are to be written now."""
+        if self.retry.due():
+            return True
+        if not self.pending:
+            return False
+        return self.quiet is None or not self.direct or self.quiet.remaining() == 0
 
     def _change(self) -> bool | None:
-        """Apply the pending batches; after a swap, signal the child first, then log, run --on-change
+        """Apply the pending batches; after a swap, tell the command first, then log, run --on-change
         and prepare the next generation."""
+        if self.quiet is not None:
+            self.quiet.taken()
         swapped = self._apply()
         self.changed_at = time.monotonic()
         if swapped:
-            self._signal_child()
-            log.info(
-                "revision %s: generation %s is live (%d files)",
-                self.keys.revision,
-                self.writer.generation,
-                len(self.writer.files),
-            )
+            if self.supervisor is not None:
+                self.supervisor.changed()
+            log.info(self._status().removeprefix("STATUS="))
             self._on_change()
-            if self.direct:  # (before the child runs, starting it comes first)
+            self.notifier.send(self._status())
+            if self.direct:  # (before the command runs, starting it comes first)
                 self.writer.prepare()  # for the next change, now that this one is told
         return swapped
-
-    def _signal_child(self) -> None:
-        if self.child is not None and self.child.pid is not None and self.options.signal is not None:
-            self.child.signal(self.options.signal)
-            self.metrics.signals.inc()
-            log.debug("sent %s to the child", self.options.signal.name)
-
-    def _tidy(self) -> None:
-        """When no change came for a while: remove stale generations and make the next one ready.
-        Removing a 10,000-file generation takes about as long as writing one: done when nothing waits,
-        so that it never delays a change (a busy writer reuses instead)."""
-        if self.retry_at is None:
-            self.writer.prepare()
-        self.writer.collect_garbage()
-
-    def _wait_time(self) -> float | None:
-        waits = []
-        if self.retry_at is not None:
-            waits.append(max(0.0, self.retry_at - time.monotonic()))
-        if self.writer.has_garbage:
-            waits.append(GARBAGE_TICK)
-        if self.options.metrics_address:
-            waits.append(HEARTBEAT_SECONDS)
-        return min(waits, default=None)
-
-    def _answer(self, event: Received | ChildEvent) -> int | None:
-        if isinstance(event, ChildEvent):
-            return self._reap()
-        if event.signum in STOPPING:
-            log.info("received %s; exiting", signal.Signals(event.signum).name)
-            return 0 if self.child is None else 128 + event.signum
-        return None
-
-    def _reap(self) -> int | None:
-        if self.child is None:
-            reap_all()  # as PID 1 without a command we still collect orphans
-            return None
-        status = self.child.reap()
-        if status is not None:
-            log.info("the child exited with status %s", status)
-        return status
-
-    # -- signals -------------------------------------------------------------------------------------------
-
-    def _install_signal_handlers(self) -> None:
-        self.events.wake_on_signals()
-        for sig in FORWARDED:
-            signal.signal(sig, self._on_signal)
-        signal.signal(signal.SIGCHLD, lambda _signum, _frame: self.events.put(ChildEvent()))
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        # Forward at once, from the handler, so that a long write does not delay the child's signal.
-        if self.child is not None and self.child.pid is not None:
-            self.child.signal(signum)
-        else:
-            self.events.put(Received(signum))
-
-    # -- applying batches ----------------------------------------------------------------------------------
 
     def _apply(self) -> bool | None:
         """Bring the target to the state of the key table and the pending batches: True if a new
@@ -263,7 +231,7 @@ class Dispenser:
         wanted = self.keys.wanted(self.writer)
         self.metrics.rejected_keys.set(self.keys.refused)
         accept = self._check if self.options.check else None
-        self._settled = None
+        self.ledger.lagging()
         try:
             swapped = self.writer.apply(wanted, self.keys.value, accept)
         except WriteError as exc:
@@ -271,12 +239,11 @@ class Dispenser:
             return None
         except Rejected:
             return None  # values stay held; the next change is tried again
-        if self.retry_at is not None:
+        if self.retry.failing:
             log.warning("writing the target works again")
-            self.retry_at, self.retry_delay = None, RETRY_FIRST
+            self.retry.succeeded()
         self.keys.written()
-        self._settled = Position(self.keys.revision, len(self.keys.digests))
-        self._confirm(self.keys.revision)
+        self.ledger.written(Position(self.keys.revision, self.keys.keys))
         self.metrics.applied_revision.set(self.keys.revision)
         if swapped:
             self.metrics.generations.inc()
@@ -284,17 +251,58 @@ class Dispenser:
             log.debug("revision %s: nothing changed on disk", self.keys.revision)
         return swapped
 
-    def _write_failed(self, exc: WriteError) -> None:
-        self.metrics.errors.labels("write").inc()
-        if self.retry_at is None:
-            log.error("cannot write the target, keeping the last good files: %s", exc)
-        else:
-            log.debug("writing the target still fails: %s", exc)
-        self.retry_at = time.monotonic() + self.retry_delay
-        self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
+    def _status(self) -> str:
+        generation, files = self.writer.generation, len(self.writer.files)
+        return f"STATUS=revision {self.keys.revision}: generation {generation} is live ({files} files)"
 
     def _check(self, candidate: Path) -> bool:
         return self.hooks.check(candidate, self.keys.revision)
 
     def _on_change(self) -> None:
         self.hooks.on_change(self.options.target / str(self.writer.generation), self.keys.revision)
+
+    def _write_failed(self, exc: WriteError) -> None:
+        self.metrics.errors.labels("write").inc()
+        if not self.retry.failing:
+            log.error("cannot write the target, keeping the last good files: %s", exc)
+        else:
+            log.debug("writing the target still fails: %s", exc)
+        self.retry.failed()
+
+    def _tidy(self) -> None:
+        """When no change came for a while: remove stale generations and make the next one ready.
+        Removing a 10,000-file generation takes about as long as writing one: done when nothing waits,
+        so that it never delays a change (a busy writer reuses instead)."""
+        if not self.retry.failing:
+            self.writer.prepare()
+        self.writer.collect_garbage()
+
+    def _wait_time(self) -> float | None:
+        waits = [self.retry.remaining()]
+        if self.pending and self.quiet is not None:
+            waits.append(self.quiet.remaining())
+        if self.supervisor is not None:
+            waits.append(self.supervisor.wait_time())
+        if self.writer.has_garbage:
+            waits.append(GARBAGE_TICK)
+        if self.options.metrics_address:
+            waits.append(HEARTBEAT_SECONDS)
+        return min((wait for wait in waits if wait is not None), default=None)
+
+    # -- signals and exits ---------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Forward at once, from the handler, so that a long write does not delay the command's signal.
+        if self.supervisor is None or not self.supervisor.forward(signum):
+            self.events.put(Received(signum))
+
+    def _answer(self, event: Received | ChildEvent) -> int | None:
+        if isinstance(event, ChildEvent):
+            if self.supervisor is None:
+                reap_all()  # as PID 1 without a command we still collect orphans
+                return None
+            return self.supervisor.reaped()
+        if event.signum in STOPPING:
+            log.info("received %s; exiting", signal.Signals(event.signum).name)
+            return 0 if self.supervisor is None else 128 + event.signum
+        return None

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pyetcd import etcdrpc
 
 from .connection import Connection, is_expired_token, is_permission, prefix_end, reason
+from .metrics import Metrics
 
 if TYPE_CHECKING:
     from .source import Source
@@ -120,3 +121,34 @@ class Freshness:
                 raise
         connection.reauthenticate()  # tokens expire; the watch itself does not need a new one
         return connection.kv.Range(request, CHECK_TIMEOUT, metadata=connection.metadata)
+
+
+class Ledger:
+    """The receiving side of the check: what the files hold, and a reading of etcd waiting for them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.settled: Position | None = None  # what the files hold; None while they lag the key table
+        self._waiting: Confirmation | None = None
+
+    def written(self, position: Position) -> None:
+        self.settled = position
+        self._confirm(position.revision)
+
+    def lagging(self) -> None:
+        """The files may not hold what was taken in (a write is under way, failed or was rejected)."""
+        self.settled = None
+
+    def confirmed(self, confirmation: Confirmation) -> None:
+        """etcd was read at ``confirmation.at``: the files are current as of then once they hold it."""
+        self._waiting = confirmation
+        if confirmation.current:
+            self._confirm(confirmation.revision)
+        elif self.settled is not None:
+            self._confirm(self.settled.revision)
+
+    def _confirm(self, revision: int) -> None:
+        waiting = self._waiting
+        if waiting is not None and revision >= waiting.revision:
+            self.metrics.last_sync.set(waiting.at)
+            self._waiting = None

@@ -12,7 +12,21 @@ import os
 import queue
 import select
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
+
+# Signals we forward to the command (or act on ourselves when there is none), as the original tool.
+FORWARDED = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGABRT,
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +55,12 @@ class Inbox:
         self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    def wake_on_signals(self) -> None:
+    def listen(self, on_signal: Callable[[int, FrameType | None], None]) -> None:
+        """Signals wake the main thread; the forwarded ones go to ``on_signal``; SIGCHLD is an event."""
         signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        for sig in FORWARDED:
+            signal.signal(sig, on_signal)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: self.put(ChildEvent()))
 
     def put(self, event: Event) -> None:
         """From any thread or signal handler (SimpleQueue.put is reentrant)."""

@@ -28,6 +28,7 @@ class Metrics:
         self.applied_revision = gauge("applied_revision", "etcd revision the files on disk reflect")
         self.generations = counter("generations", "generations that went live")
         self.signals = counter("signals", "signals sent to the child after a change")
+        self.restarts = counter("restarts", "times the child was restarted after a change (--restart)")
         self.etcd_connected = gauge("etcd_connected", "1 while the watch on etcd is live, else 0")
         self.last_sync = gauge(
             "last_sync_timestamp_seconds", "when the files were last confirmed to match etcd (Unix time)"

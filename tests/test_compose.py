@@ -71,3 +71,18 @@ def test_example_certificates_match_their_key() -> None:
 
     cert_key = public_key("openssl", "x509", "-noout", "-pubkey", "-in", str(certs / "cert.pem"))
     assert cert_key == public_key("openssl", "pkey", "-pubout", "-in", str(certs / "key.pem"))
+
+
+def test_the_systemd_unit_runs_valid_flags_as_a_notify_service() -> None:
+    import configparser
+    import shlex
+
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    text = (ROOT / "packaging" / "etcd-config-dispenser-nginx.service").read_text().replace("\\\n", " ")
+    unit.read_string(text)
+    service = unit["Service"]
+    assert service["Type"] == "notify"
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0].endswith("/etcd-config-dispenser")
+    options = load_options(**parse(argv[1:]))
+    assert options.require == ("cert.pem", "key.pem") and options.command[0] == "/usr/sbin/nginx"

@@ -340,3 +340,38 @@ def test_fsync_mode_writes_the_same_tree(tmp_path: Path) -> None:
     assert writer.apply(*contents({"a": b"1", "d/e/f": b"2"}))  # type: ignore[arg-type]
     assert writer.apply(*contents({"a": b"1", "d/e/f": b"3"}))  # type: ignore[arg-type]
     assert (tmp_path / "t" / "d" / "e" / "f").read_bytes() == b"3"
+
+
+def test_per_file_modes_are_set_before_the_first_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projector.settings.values import parse_file_mode
+
+    ownership = Ownership(mode=0o600, file_modes=(parse_file_mode("**/*.crt=0644"),))
+    writer = Writer(tmp_path / "t", ownership)
+    writer.open()
+    real_write, seen = os.write, {}
+
+    def checking_write(fd: int, data: bytes) -> int:
+        seen[bytes(data)] = stat.S_IMODE(os.fstat(fd).st_mode)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", checking_write)
+    writer.apply(*contents({"a.crt": b"1", "d/b.key": b"2"}))  # type: ignore[arg-type]
+    writer.prepare()  # now through blank files made ahead, made with the base mode
+    writer.apply(*contents({"a.crt": b"3", "d/b.key": b"4"}))  # type: ignore[arg-type]
+    monkeypatch.undo()
+    assert seen == {b"1": 0o644, b"2": 0o600, b"3": 0o644, b"4": 0o600}
+    assert stat.S_IMODE(os.stat(tmp_path / "t" / "d").st_mode) == 0o700
+
+
+def test_a_file_mode_changed_between_runs_is_a_new_generation(tmp_path: Path) -> None:
+    from projector.settings.values import parse_file_mode
+
+    target = tmp_path / "t"
+    opened(target).apply(*contents({"a.crt": b"1", "b": b"2"}))  # type: ignore[arg-type]
+    writer = Writer(target, Ownership(file_modes=(parse_file_mode("*.crt=0644"),)))
+    writer.open()
+    assert writer.apply(*contents({"a.crt": b"1", "b": b"2"}))  # type: ignore[arg-type]
+    assert stat.S_IMODE(os.stat(target / "a.crt").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(target / "b").st_mode) == 0o600

@@ -1,0 +1,125 @@
+"""The command's life under the dispenser: started once, told of each change (a signal, or a restart),
+stopped with escalation, and what its end means for ours.
+
+- ``--signal``: each swap sends the signal, from whichever thread made the swap.
+- ``--restart``, for programs that cannot reload: each swap asks the main thread to stop the command
+  (SIGTERM) and start it again on the new files once it has exited. Changes that come meanwhile are in
+  the files the new command starts with.
+- ``--stop-timeout``: a command that has not exited this long after it was asked to (by a restart, or
+  a SIGTERM, SIGINT or SIGQUIT forwarded to it) gets SIGKILL.
+
+When the command exits by itself, the dispenser exits with its status (128+N for a signal N); an exit
+it was asked for by a restart is not an end. With ``--require`` the command starts only once the files
+it needs are there (``absent``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterable, Mapping
+
+from .child import Child
+from .metrics import Metrics
+
+STOPPING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGQUIT})
+
+log = logging.getLogger(__name__)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        tell: signal.Signals | None,
+        restart: bool,
+        stop_timeout: float,
+        metrics: Metrics,
+    ) -> None:
+        self.child = Child(argv, env)
+        self.name = argv[0]
+        self.tell = tell
+        self.restart = restart
+        self.stop_timeout = stop_timeout
+        self.metrics = metrics
+        self._restart_wanted = False  # a swap happened since the command started (--restart)
+        self._restarting = False  # asked to exit, to be started again
+        self._stopping = False  # asked to exit for good: we are stopping
+        self._kill_at: float | None = None  # time.monotonic() when it gets SIGKILL if still running
+
+    @property
+    def running(self) -> bool:
+        return self.child.pid is not None
+
+    def start(self) -> None:
+        """Start the command on the files as they are now (main thread only; under the dispenser's
+        lock, so that no swap comes between)."""
+        self._restart_wanted = False
+        self.child.start()
+        log.info("started %s (pid %s)", self.name, self.child.pid)
+
+    def changed(self) -> None:
+        """A new generation went live: tell the command, or have it restarted."""
+        if not self.running:
+            return
+        if self.restart:
+            self._restart_wanted = True
+        elif self.tell is not None:
+            self.child.signal(self.tell)
+            self.metrics.signals.inc()
+            log.debug("sent %s to the child", self.tell.name)
+
+    def forward(self, signum: int) -> bool:
+        """Forward a signal we received (from its handler); whether there was a command to take it."""
+        if not self.running:
+            return False
+        self.child.signal(signum)
+        if signum in STOPPING:
+            self._stopping = True
+            self._kill_at = time.monotonic() + self.stop_timeout
+        return True
+
+    def tick(self) -> None:
+        """Begin a restart that a swap asked for, and kill a command that outlived its stop timeout."""
+        now = time.monotonic()
+        if self._restart_wanted and self.running and not (self._restarting or self._stopping):
+            self._restart_wanted, self._restarting = False, True
+            self._kill_at = now + self.stop_timeout
+            log.info("the files changed: stopping %s (pid %s) to start it again", self.name, self.child.pid)
+            self.child.signal(signal.SIGTERM)
+        if self._kill_at is not None and now >= self._kill_at and self.running:
+            log.warning(
+                "%s did not exit %g s after it was asked to; killing it", self.name, self.stop_timeout
+            )
+            self.child.signal(signal.SIGKILL)
+            self._kill_at = None
+
+    def wait_time(self) -> float | None:
+        """Seconds until ``tick`` has something to do, if anything."""
+        if self._restart_wanted and self.running and not (self._restarting or self._stopping):
+            return 0.0
+        return None if self._kill_at is None else max(0.0, self._kill_at - time.monotonic())
+
+    def reaped(self) -> int | None:
+        """Processes exited: the exit status to end with, if the command ended by itself (or for a
+        stop); None if it still runs, or was started again after a restart."""
+        status = self.child.reap()
+        if status is None:
+            return None
+        self._kill_at = None
+        if self._restarting and not self._stopping:
+            self._restarting = False
+            self.metrics.restarts.inc()
+            self.start()
+            return None
+        log.info("the child exited with status %s", status)
+        return status
+
+
+def absent(required: Iterable[str], files: Mapping[str, bytes]) -> list[str]:
+    """The ``--require`` paths not projected yet: neither a file nor a directory holding one."""
+    return [
+        path for path in required if path not in files and not any(f.startswith(path + "/") for f in files)
+    ]
