@@ -25,8 +25,9 @@ ENTRYPOINT []
 
 FROM nginx:bookworm AS nginx
 COPY --from=build /src/dist/etcd-config-dispenser /usr/local/sbin/etcd-config-dispenser
+# nginx refuses to start without its certificate: it starts once both files are projected.
 CMD ["/usr/local/sbin/etcd-config-dispenser", "--prefix=/certificates", "--target=/config", \
-     "--signal=SIGHUP", "--", "nginx", "-g", "daemon off;"]
+     "--require=cert.pem", "--require=key.pem", "--signal=SIGHUP", "--", "nginx", "-g", "daemon off;"]
 
 FROM debian:bookworm-slim AS image
 COPY --from=build /src/dist/etcd-config-dispenser /usr/local/bin/etcd-config-dispenser
