@@ -19,7 +19,8 @@ from . import notify
 from .child import StartError
 from .dispenser import Dispenser
 from .metrics import Metrics, serve
-from .settings import LOG_LEVELS, OneLineParser, UsageError, load_etcd_config, load_options
+from .privacy import hide_credentials
+from .settings import LOG_LEVELS, SECRET_VARIABLES, OneLineParser, UsageError, load_etcd_config, load_options
 from .writer import WriteError
 
 PROG = "etcd-config-dispenser"
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         options = load_options(**parse(sys.argv[1:] if argv is None else argv))
         etcd = load_etcd_config()
+        hide_credentials(SECRET_VARIABLES)  # read: from now on only our own memory holds them
         if options.target.exists() and not options.target.is_dir():
             raise UsageError(f"--target: {str(options.target)!r} exists and is not a directory")
         metrics = Metrics()

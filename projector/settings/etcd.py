@@ -20,8 +20,13 @@ from .values import UsageError, first_error
 DEFAULT_ENDPOINT = "127.0.0.1:2379"  # the scheme follows the TLS settings
 DEFAULT_PORT = 2379
 
-# Environment variables that hold secrets: the child never inherits them, in either form.
-SECRET_VARIABLES = ("ETCD_PASSWORD", "ETCD_USERNAME_AND_PASSWORD", "ETCD_CLIENT_KEY")
+# Environment variables that hold secrets, in both forms: the child never inherits them, and once read
+# they are gone from our own environment too (privacy.py).
+SECRET_VARIABLES = tuple(
+    name
+    for variable in ("ETCD_PASSWORD", "ETCD_USERNAME_AND_PASSWORD", "ETCD_CLIENT_KEY")
+    for name in (variable, variable + "_FILE")
+)
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,6 @@ def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     source = dict(os.environ if environ is None else environ)
     if INHERITED_GRPC_VERBOSITY is None:
         source.pop("GRPC_VERBOSITY", None)
-    hidden = {name for var in SECRET_VARIABLES for name in (var, var + "_FILE")}
+    hidden = set(SECRET_VARIABLES)
     hidden.add("NOTIFY_SOCKET")  # systemd's socket is ours: the command is not the service's main process
     return {k: v for k, v in source.items() if k.upper() not in hidden}
