@@ -88,14 +88,38 @@ def open_tmp() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def as_unprivileged(run: Run) -> tuple[list[str], dict[str, str]]:
+@pytest.fixture
+def reachable() -> Iterator[list[str]]:
+    """This package and its dependencies where the unprivileged user can read them: bind mounts in a
+    directory of /tmp (the checkout or the virtual environment may be under /root); their paths."""
+    base = Path(tempfile.mkdtemp(prefix="dispenser-reachable-"))
+    os.chmod(base, 0o755)
+    sources = [Path(projector.__file__).parent.parent, *map(Path, site.getsitepackages())]
+    mounted: list[Path] = []
+    try:
+        for n, source in enumerate(sources):
+            point = base / str(n)
+            point.mkdir()
+            done = subprocess.run(
+                ["mount", "--bind", str(source), str(point)], capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                pytest.skip(f"cannot bind-mount {source} for the unprivileged user: {done.stderr.strip()}")
+            mounted.append(point)
+        yield [str(point) for point in mounted]
+    finally:
+        for point in mounted:
+            subprocess.run(["umount", "-l", str(point)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def as_unprivileged(run: Run, paths: list[str]) -> tuple[list[str], dict[str, str]]:
     """How to run the dispenser as the unprivileged user: Debian's python3 (the test's own interpreter may
-    live where that user cannot go) with this package and its dependencies on its path, and the
-    environment for it; skips, saying why, where that does not work."""
+    live where that user cannot go) with ``paths`` (``reachable``) as its path; skips, saying why,
+    where that does not work."""
     python = shutil.which("python3", path="/usr/bin:/bin")
     if python is None:
         pytest.skip("no /usr/bin/python3 for the unprivileged user (Debian's python3)")
-    paths = [str(Path(projector.__file__).parent.parent), *site.getsitepackages()]
     as_user = ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups", "--"]
     env = alice(run, PYTHONPATH=":".join(paths))
     probe = subprocess.run(
@@ -106,12 +130,14 @@ def as_unprivileged(run: Run) -> tuple[list[str], dict[str, str]]:
     return [*as_user, python, "-m"], env
 
 
-def test_commands_of_the_same_user_find_no_password(open_tmp: Path, auth_etcd: EtcdServer) -> None:
+def test_commands_of_the_same_user_find_no_password(
+    open_tmp: Path, reachable: list[str], auth_etcd: EtcdServer
+) -> None:
     """The dispenser and its command, --check and --on-change all run as one unprivileged user."""
     needs("setpriv")
     outs = [open_tmp / name for name in ("command.txt", "check.txt", "on-change.txt")]
     run = Run(open_tmp, auth_etcd)
-    wrapper, env = as_unprivileged(run)
+    wrapper, env = as_unprivileged(run, reachable)
     try:
         check, on_change = (READER.replace('"$1"', str(out)) for out in outs[1:])
         hooks = (f"--check={check}", f"--on-change={on_change}")
