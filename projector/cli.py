@@ -18,7 +18,7 @@ from typing import NoReturn
 from . import notify
 from .child import StartError
 from .dispenser import Dispenser
-from .metrics import Metrics, serve
+from .metrics import Metrics
 from .privacy import hide_credentials
 from .settings import LOG_LEVELS, SECRET_VARIABLES, OneLineParser, UsageError, load_etcd_config, load_options
 from .writer import WriteError
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 def _serve(metrics: Metrics, host: str, port: int) -> None:
+    from .exposition import serve  # the Prometheus client library, only when metrics are served
+
     try:
         serve(metrics, host, port)
     except OSError as exc:

@@ -1,53 +1,79 @@
-"""Health and metrics for operators: what the dispenser has done, over HTTP when asked for.
+"""What the dispenser has done, as numbers an operator can read: recorded here, served by exposition.py.
 
-``Metrics`` always exists (the other modules record into it unconditionally); ``serve`` exposes it on
-``--metrics-address``: ``/metrics`` in Prometheus' text format, ``/healthz`` (200 while the main loop
-keeps turning), ``/readyz`` (200 once the first projection is live, 503 before). Nothing is written
-into the target: it holds only the projection.
+``Metrics`` always exists (the other modules record into it unconditionally) and costs nothing to keep:
+plain numbers under a lock. The Prometheus client library is loaded only when ``--metrics-address`` asks
+for the numbers to be served (about 12 MiB of memory that every other run does without).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from dataclasses import dataclass, field
 
 # The main loop wakes at least this often while metrics are served, so that /healthz can tell a
 # loop that waits from one that is stuck.
 HEARTBEAT_SECONDS = 5.0
 STUCK_AFTER_SECONDS = 60.0
 
+_LOCK = threading.Lock()
+
+
+@dataclass
+class Number:
+    """One gauge or counter (``kind``), as Prometheus names it: ``dispenser_<name>``."""
+
+    name: str
+    kind: str
+    help: str
+    value: float = 0.0
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def inc(self) -> None:
+        with _LOCK:
+            self.value += 1
+
+
+@dataclass
+class Labelled:
+    """A counter per value of one label."""
+
+    name: str
+    label: str
+    help: str
+    values: dict[str, Number] = field(default_factory=dict)
+
+    def labels(self, value: str) -> Number:
+        with _LOCK:
+            return self.values.setdefault(value, Number(self.name, "counter", self.help))
+
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        gauge, counter = self._gauge, self._counter
-        self.applied_revision = gauge("applied_revision", "etcd revision the files on disk reflect")
-        self.generations = counter("generations", "generations that went live")
-        self.signals = counter("signals", "signals sent to the child after a change")
-        self.restarts = counter("restarts", "times the child was restarted after a change (--restart)")
-        self.etcd_connected = gauge("etcd_connected", "1 while the watch on etcd is live, else 0")
-        self.last_sync = gauge(
-            "last_sync_timestamp_seconds", "when the files were last confirmed to match etcd (Unix time)"
+        self.applied_revision = Number(
+            "applied_revision", "gauge", "etcd revision of the last change the files took"
         )
-        self.rejected_keys = gauge("rejected_keys", "keys under the prefix that are refused")
-        self.errors = Counter(
-            "dispenser_errors",
-            "errors by kind: etcd, permission, write, check, on_change",
-            ["kind"],
-            registry=self.registry,
+        self.generations = Number("generations", "counter", "generations that went live")
+        self.signals = Number("signals", "counter", "signals sent to the child after a change")
+        self.restarts = Number(
+            "restarts", "counter", "times the child was restarted after a change (--restart)"
         )
+        self.etcd_connected = Number("etcd_connected", "gauge", "1 while the watch on etcd is live, else 0")
+        self.last_sync = Number(
+            "last_sync_timestamp_seconds",
+            "gauge",
+            "when the files were last confirmed to match etcd (Unix time)",
+        )
+        self.rejected_keys = Number("rejected_keys", "gauge", "keys under the prefix that are refused")
+        self.errors = Labelled("errors", "kind", "errors by kind: etcd, permission, write, check, on_change")
         self.ready = False
         self.heartbeat = time.monotonic()
 
-    def _gauge(self, name: str, documentation: str) -> Gauge:
-        return Gauge(f"dispenser_{name}", documentation, registry=self.registry)
-
-    def _counter(self, name: str, documentation: str) -> Counter:
-        return Counter(f"dispenser_{name}", documentation, registry=self.registry)
+    @property
+    def numbers(self) -> list[Number]:
+        return [n for n in vars(self).values() if isinstance(n, Number)]
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
@@ -55,36 +81,3 @@ class Metrics:
     @property
     def healthy(self) -> bool:
         return time.monotonic() - self.heartbeat < STUCK_AFTER_SECONDS
-
-
-def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve the endpoints from a daemon thread; the server, so that its address can be read."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                self._answer(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-            elif self.path == "/healthz":
-                self._status(metrics.healthy, b"ok\n", b"main loop stuck\n")
-            elif self.path == "/readyz":
-                self._status(metrics.ready, b"ready\n", b"first projection not live yet\n")
-            else:
-                self._answer(404, b"not found\n")
-
-        def _status(self, good: bool, yes: bytes, no: bytes) -> None:
-            self._answer(200 if good else 503, yes if good else no)
-
-        def _answer(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # scrapes every few seconds would drown the log
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server
