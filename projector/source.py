@@ -34,7 +34,10 @@ from .metrics import Metrics
 from .settings import EtcdConfig
 from .watchcall import WatchCall, open_watch
 
-PAGE_SIZE = 500
+# Pages of a snapshot: etcd counts every key of the range for each page, so many small pages cost it
+# the square of the prefix's size (50,000 keys: 0.6 s in pages of 500, 0.1 s in pages of 10,000). The
+# first page is modest; the next ones aim at PAGE_BYTES, between PAGE_FIRST and PAGE_MOST keys.
+PAGE_FIRST, PAGE_MOST, PAGE_BYTES = 1000, 20_000, 8 << 20
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 
@@ -269,12 +272,14 @@ def _cancelled(text: str) -> Exception:
 def read_prefix(connection: Connection, prefix: bytes) -> tuple[int, dict[bytes, bytes]]:
     """Every key under the prefix at one revision: pages pinned to the first page's revision."""
     items: dict[bytes, bytes] = {}
-    start, end, revision = prefix, prefix_end(prefix), 0
+    start, end, revision, limit = prefix, prefix_end(prefix), 0, PAGE_FIRST
     while True:
-        request = etcdrpc.RangeRequest(key=start, range_end=end, limit=PAGE_SIZE, revision=revision)
+        request = etcdrpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
         response = connection.kv.Range(request, CALL_TIMEOUT, metadata=connection.metadata)
         revision = revision or response.header.revision
         items.update((kv.key, kv.value) for kv in response.kvs)
         if not response.more or not response.kvs:
             return revision, items
         start = response.kvs[-1].key + b"\0"
+        each = response.ByteSize() / len(response.kvs)
+        limit = max(PAGE_FIRST // 10, min(PAGE_MOST, int(PAGE_BYTES / each)))
