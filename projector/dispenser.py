@@ -17,6 +17,8 @@ exits or we are told to stop.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import logging
 import signal
 import threading
@@ -62,7 +64,7 @@ class Dispenser:
             else None
         )
         self.source = Source(etcd, options.prefix, self, metrics, options.confirm_interval)
-        self.keys = KeyTable(options.prefix, Selection(options.include, options.exclude))
+        self.keys = KeyTable(options.prefix, self.writer, Selection(options.include, options.exclude))
         self.ledger = Ledger(metrics)
         self.quiet = Quiet(*options.wait) if options.wait else None
         self.retry = Retry()
@@ -87,6 +89,7 @@ class Dispenser:
             if status is not None:
                 return status
             self.metrics.ready = True
+            _give_back_memory()
             if self.options.once:
                 self.writer.collect_garbage(everything=True)
                 return 0
@@ -228,12 +231,12 @@ class Dispenser:
         for batch in self.pending:
             self.keys.absorb(batch)
         self.pending = []
-        wanted = self.keys.wanted(self.writer)
+        changes = self.keys.changes()
         self.metrics.rejected_keys.set(self.keys.refused)
         accept = self._check if self.options.check else None
         self.ledger.lagging()
         try:
-            swapped = self.writer.apply(wanted, self.keys.value, accept)
+            swapped = self.writer.apply(changes, self.keys.value, accept)
         except WriteError as exc:
             self._write_failed(exc)
             return None
@@ -306,3 +309,11 @@ class Dispenser:
             log.info("received %s; exiting", signal.Signals(event.signum).name)
             return 0 if self.supervisor is None else 128 + event.signum
         return None
+
+
+def _give_back_memory() -> None:
+    """Return to the system what the first projection needed and no longer does (the snapshot's values:
+    6 MiB of resident memory at 50,000 keys). glibc keeps freed memory otherwise."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)

@@ -5,8 +5,8 @@ it cannot name anything outside the target and cannot collide with the on-disk l
 join it to a generation directory without further checks. Refused keys are reported with a reason and the
 key itself (escaped for logs), never its value.
 
-Conflicts are decided over the whole key set so that the outcome does not depend on arrival order: when
-``a`` and ``a/b`` both exist, the file ``a`` wins and every key below ``a/`` is refused.
+Conflicts between valid keys (``a`` and ``a/b``: the file ``a`` wins, whatever the order) and with the
+operator's own files are the key table's to decide (keytable.py), as keys come and go.
 
 The operator's ``--include`` and ``--exclude`` globs (:class:`Selection`) leave keys out before any of
 that: an excluded key is not refused (no warning), just not there for this dispenser.
@@ -15,8 +15,7 @@ that: an excluded key is not refused (no warning), just not there for this dispe
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 4096
@@ -84,66 +83,3 @@ def printable(key: bytes) -> str:
     """A key for a log line: control characters and invalid UTF-8 escaped, so it cannot forge lines."""
     text = key.decode("utf-8", "backslashreplace")
     return repr(text)
-
-
-@dataclass
-class Plan:
-    """What to project: ``paths`` maps each accepted path to its key; ``refused`` maps key to reason."""
-
-    paths: dict[str, bytes] = field(default_factory=dict)
-    refused: dict[bytes, str] = field(default_factory=dict)
-
-
-class PathTable:
-    """Remembers each key's path (or refusal) so that a change costs work for changed keys only."""
-
-    def __init__(self, prefix: bytes) -> None:
-        self.prefix = prefix
-        self._paths: dict[bytes, str | RefusedKey] = {}
-
-    def path(self, key: bytes) -> str | RefusedKey:
-        found = self._paths.get(key)
-        if found is None:
-            try:
-                found = relative_path(key, self.prefix)
-            except RefusedKey as refusal:
-                found = refusal
-            self._paths[key] = found
-        return found
-
-    def forget(self, key: bytes) -> None:
-        self._paths.pop(key, None)
-
-    def plan(self, keys: Iterable[bytes], is_foreign: Callable[[str], bool]) -> Plan:
-        """Decide every key: valid, not below another key's file, and not over a file we do not own.
-
-        ``is_foreign(name)`` tells whether a top-level name is taken in the target by something the
-        writer did not create; such keys are refused rather than replacing the operator's file.
-        """
-        plan = Plan()
-        candidates: dict[str, bytes] = {}
-        for key in keys:
-            found = self.path(key)
-            if isinstance(found, RefusedKey):
-                plan.refused[key] = str(found)
-            else:
-                candidates[found] = key
-        for path, key in candidates.items():
-            reason = _conflict(path, candidates, is_foreign)
-            if reason:
-                plan.refused[key] = reason
-            else:
-                plan.paths[path] = key
-        return plan
-
-
-def _conflict(path: str, candidates: dict[str, bytes], is_foreign: Callable[[str], bool]) -> str | None:
-    segments = path.split("/")
-    for depth in range(1, len(segments)):
-        parent = "/".join(segments[:depth])
-        if parent in candidates:
-            return f"is below {printable(candidates[parent])}, which is a file"
-    top = segments[0]
-    if is_foreign(top):
-        return f"would replace {top!r} in the target, which this tool did not create"
-    return None

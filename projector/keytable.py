@@ -1,26 +1,30 @@
 """The key table: what the dispenser knows of the keys under the prefix, between etcd and the writer.
 
 It takes batches from the source (a snapshot replaces everything; a change batch updates the keys it
-names) and answers what the target must hold: path -> digest, and the bytes of any path the writer
-has to write. Pure logic: no threads, no etcd, no file system of its own (the writer is asked what is
-on disk).
+names) and hands the writer what to change: path -> digest, or None for a path to remove, and the bytes
+of any path it has to write. Pure logic over the batches; the writer is asked only which top-level
+names in the target are the operator's, and for the bytes of a file that is on disk and must be kept
+aside.
 
-Keys that the operator's selection leaves out are remembered by name only (so that the freshness
-check can count them), never with their values. Memory holds a digest per other key, not values: a
-value is kept only while it is not on disk (changed since the last successful write, or valid but
-refused because it conflicts with another key or a file the operator keeps in the target), so that a
-failed write can be retried and a refused key projected once its conflict goes away. Where each key
-goes (the plan: keys.py) is decided anew only when keys come or go; a changed value moves nothing, so
-a change costs no pass over every key.
+Every step costs what the batch touches, not the size of the prefix: where each key goes is decided
+for the keys that come or go and the keys below them (a file ``a`` wins over ``a/b``, whatever the
+order; when ``a`` goes, ``a/b`` comes back), never by a pass over every key. Keys refused for the
+operator's own file in the target are looked at again whenever keys come or go.
+
+Memory holds a digest per key, not values: a value is kept only while it is not on disk (changed since
+the last successful write, or valid but refused because it conflicts with another key or a file the
+operator keeps in the target), so that a failed write can be retried and a refused key projected once
+its conflict goes away. Keys that the operator's selection leaves out are remembered by name only (the
+freshness check counts them), never with their values.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
-from .keys import PathTable, Plan, RefusedKey, Selection, printable
+from .keys import RefusedKey, Selection, printable, relative_path
 from .source import Batch
 from .writer import digest
 
@@ -30,116 +34,211 @@ log = logging.getLogger(__name__)
 class Target(Protocol):
     """What the key table asks of the writer."""
 
-    @property
-    def files(self) -> Mapping[str, bytes]: ...
-
     def is_foreign(self, name: str) -> bool: ...
+
+    def foreign_names(self) -> set[str]: ...
 
     def read(self, path: str) -> bytes: ...
 
 
 class KeyTable:
-    def __init__(self, prefix: bytes, selection: Selection | None = None) -> None:
-        self.paths = PathTable(prefix)
+    """Keyed by path: a valid key is its prefix and its path, so only the path is kept (a key's bytes
+    are worked out again for a log line)."""
+
+    def __init__(self, prefix: bytes, target: Target, selection: Selection | None = None) -> None:
+        self.prefix = prefix
+        self.target = target
         self.selection = selection or Selection()
-        self.digests: dict[bytes, bytes] = {}  # every key projected or refused -> digest of its value
-        self.excluded: set[bytes] = set()  # keys the selection leaves out: their names, never values
-        self.held: dict[bytes, bytes] = {}  # values not on disk
+        self.digests: dict[str, bytes] = {}  # the path of every valid, selected key -> its value's digest
+        self.invalid: dict[bytes, str] = {}  # keys refused for their name -> why
+        self.excluded: set[str] = set()  # paths the selection leaves out: their names, never values
+        self.held: dict[str, bytes] = {}  # values not on disk
         self.revision = 0  # of the newest batch taken in
-        self._plan: Plan | None = None  # None: keys came or went since it was made
-        self._wanted: dict[str, bytes] = {}  # path -> digest, as the plan places the keys
-        self._changed: set[bytes] = set()  # keys whose value changed since ``wanted`` last looked
-        self._warned: dict[bytes, str] = {}
+        self._below: dict[str, set[str]] = {}  # directory -> the paths of keys below it
+        self._refused: dict[str, str] = {}  # path -> why it is not projected: a conflict, a foreign file
+        self._foreign: dict[str, set[str]] = {}  # the operator's top-level name -> paths refused for it
+        self._changes: dict[str, bytes | None] = {}  # path -> digest, or None to remove: to be written
+        self._displaced: set[str] = set()  # paths refused now whose value is only on disk
+        self._warned: dict[str, str] = {}  # refused path -> the reason it was last warned for
+        self._foreign_now: set[str] | None = None  # while a snapshot is taken in: the target's, read once
+
+    # -- taking batches in ---------------------------------------------------------------------------------
 
     def absorb(self, batch: Batch) -> None:
         """Take a batch in: a snapshot replaces every key, a change batch the keys it names."""
+        came_or_went = False
+        paths = {key: self._valid_path(key) for key in batch.changes}
         if batch.snapshot:
-            for key in (self.digests.keys() | self.excluded) - batch.changes.keys():
-                self._forget(key)
-        for key, value in batch.changes.items():
-            if value is None:
-                self._forget(key)
-                continue
-            if self.selection and self._left_out(key):
-                self.excluded.add(key)
-                continue
-            if key not in self.digests:
-                self._plan = None
-            self.digests[key] = digest(value)
-            self.held[key] = value
-            self._changed.add(key)
+            self._foreign_now = self.target.foreign_names()
+            for gone in (self.digests.keys() | self.excluded) - set(paths.values()):
+                self._forget(gone)
+            for key in self.invalid.keys() - batch.changes.keys():
+                del self.invalid[key]
+        try:
+            for key, value in batch.changes.items():
+                path = paths[key]
+                if path is None:
+                    came_or_went |= self._invalid(key, value)
+                elif value is None:
+                    came_or_went |= self._forget(path)
+                else:
+                    came_or_went |= self._put(path, value)
+        finally:
+            self._foreign_now = None
+        if came_or_went and self._foreign:
+            self._look_again_at_foreign()
         self.revision = max(self.revision, batch.revision)
 
-    def wanted(self, target: Target) -> Mapping[str, bytes]:
-        """What the target must hold now: path -> digest."""
-        plan = self._planned(target)
-        for key in self._changed & self.digests.keys():
-            path = self.paths.path(key)
-            if isinstance(path, str) and plan.paths.get(path) == key:
-                self._wanted[path] = self.digests[key]
-        self._changed.clear()
-        return self._wanted
+    def _valid_path(self, key: bytes) -> str | None:
+        try:
+            return relative_path(key, self.prefix)
+        except RefusedKey:
+            return None
+
+    def _invalid(self, key: bytes, value: bytes | None) -> bool:
+        """A key whose name cannot be a path: refused, with one warning, its value never kept."""
+        if value is None:
+            return self.invalid.pop(key, None) is not None
+        if key in self.invalid:
+            return False
+        try:
+            relative_path(key, self.prefix)
+        except RefusedKey as refusal:
+            self.invalid[key] = str(refusal)
+            log.warning("refusing key %s: it %s", printable(key), refusal)
+        return True
+
+    def _put(self, path: str, value: bytes) -> bool:
+        """A key's new value; whether the key is new."""
+        new = digest(value)
+        if path in self.digests:
+            if new != self.digests[path]:
+                self.digests[path], self.held[path] = new, value
+                if path not in self._refused:
+                    self._changes[path] = new
+            return False
+        if path in self.excluded:
+            return False
+        if self.selection and not self.selection.selects(path):
+            self.excluded.add(path)
+            return True
+        self.digests[path], self.held[path] = new, value
+        for directory in _directories_above(path):
+            self._below.setdefault(directory, set()).add(path)
+        self._place(path, projected=False)
+        for below in list(self._below.get(path, ())):  # a file wins over the keys below it
+            self._place(below, projected=below not in self._refused)
+        return True
+
+    def _forget(self, path: str) -> bool:
+        """A key is gone; whether it was there."""
+        if path in self.excluded:
+            self.excluded.discard(path)
+            return True
+        if path not in self.digests:
+            return False
+        del self.digests[path]
+        self.held.pop(path, None)
+        self._displaced.discard(path)
+        if path in self._refused:
+            self._unrefuse(path)
+        else:
+            self._changes[path] = None
+        for directory in _directories_above(path):
+            paths = self._below[directory]
+            paths.discard(path)
+            if not paths:
+                del self._below[directory]
+        for below in list(self._below.get(path, ())):  # keys below a file that is gone
+            self._place(below, projected=below not in self._refused)
+        return True
+
+    # -- placing keys ----------------------------------------------------------------------------------------
+
+    def _place(self, path: str, projected: bool) -> None:
+        """Decide whether ``path`` is projected now, and record what that changes (``projected``: it was)."""
+        why = self._why_refused(path)
+        if why is None:
+            if not projected:
+                self._unrefuse(path)
+                self._changes[path] = self.digests[path]
+            return
+        if projected:
+            self._changes[path] = None
+            if path not in self.held:
+                self._displaced.add(path)  # on disk now: read it before the change removes it
+        if self._refused.get(path) != why:
+            self._unrefuse(path)
+            self._refused[path] = why
+            if why.startswith("would replace"):
+                self._foreign.setdefault(path.split("/", 1)[0], set()).add(path)
+            if self._warned.get(path) != why:
+                log.warning("refusing key %s: it %s", printable(self._key(path)), why)
+                self._warned[path] = why
+
+    def _why_refused(self, path: str) -> str | None:
+        for directory in _directories_above(path):
+            if directory in self.digests:
+                return f"is below {printable(self._key(directory))}, which is a file"
+        top = path.split("/", 1)[0]
+        foreign = top in self._foreign_now if self._foreign_now is not None else self.target.is_foreign(top)
+        return f"would replace {top!r} in the target, which this tool did not create" if foreign else None
+
+    def _unrefuse(self, path: str) -> None:
+        if self._refused.pop(path, None) is None:
+            return
+        self._warned.pop(path, None)
+        top = path.split("/", 1)[0]
+        paths = self._foreign.get(top)
+        if paths is not None:
+            paths.discard(path)
+            if not paths:
+                del self._foreign[top]
+
+    def _look_again_at_foreign(self) -> None:
+        """Keys came or went: keys refused for the operator's file are projected if it is gone."""
+        for top, paths in list(self._foreign.items()):
+            if not self.target.is_foreign(top):
+                for path in list(paths):
+                    self._place(path, projected=False)
+
+    def _key(self, path: str) -> bytes:
+        return self.prefix + path.encode()
+
+    # -- what the writer asks --------------------------------------------------------------------------------
+
+    def changes(self) -> Mapping[str, bytes | None]:
+        """What the target must change: path -> digest, or None to remove."""
+        for path in self._displaced:
+            self.held[path] = self.target.read(path)
+        self._displaced.clear()
+        return self._changes
 
     def value(self, path: str) -> bytes:
-        """The bytes of a wanted path that is not on disk."""
-        assert self._plan is not None
-        return self.held[self._plan.paths[path]]
+        """The bytes of a path to write."""
+        return self.held[path]
 
     def written(self) -> None:
-        """The target now holds ``wanted``: forget the values that are on disk."""
-        assert self._plan is not None
-        plan = self._plan
-        self.held = {key: value for key, value in self.held.items() if self._kept_aside(key, plan)}
+        """The target now holds the changes: forget them, and the values that are on disk."""
+        for path, new in self._changes.items():
+            if new is not None and path not in self._refused:
+                self.held.pop(path, None)
+        self._changes = {}
 
     @property
     def keys(self) -> int:
         """How many keys are under the prefix in etcd, as far as the batches taken in tell."""
-        return len(self.digests) + len(self.excluded)
+        return len(self.digests) + len(self.invalid) + len(self.excluded)
 
     @property
     def refused(self) -> int:
         """How many keys are refused now."""
-        return 0 if self._plan is None else len(self._plan.refused)
+        return len(self.invalid) + len(self._refused)
 
-    def _planned(self, target: Target) -> Plan:
-        """Which key goes where; decided anew only when keys come or go."""
-        if self._plan is None:
-            self._plan = self.paths.plan(self.digests, target.is_foreign)
-            self._report(self._plan.refused)
-            self._hold_displaced(self._plan, target)
-            self._wanted = {path: self.digests[key] for path, key in self._plan.paths.items()}
-        return self._plan
 
-    def _left_out(self, key: bytes) -> bool:
-        """Whether the selection leaves a valid key out (an invalid one is refused, with a warning)."""
-        path = self.paths.path(key)
-        return isinstance(path, str) and not self.selection.selects(path)
-
-    def _forget(self, key: bytes) -> None:
-        self.excluded.discard(key)
-        if key in self.digests:
-            self._plan = None
-        self.digests.pop(key, None)
-        self.held.pop(key, None)
-        self.paths.forget(key)
-
-    def _report(self, refused: dict[bytes, str]) -> None:
-        """One warning per refused key (again only if its reason changes); never its value."""
-        for key, reason in refused.items():
-            if self._warned.get(key) != reason:
-                log.warning("refusing key %s: it %s", printable(key), reason)
-        self._warned = refused
-
-    def _hold_displaced(self, plan: Plan, target: Target) -> None:
-        """Keep the value of a key that is on disk now but refused from this change on."""
-        files = target.files
-        for key in plan.refused:
-            path = self.paths.path(key)
-            if key in self.held or isinstance(path, RefusedKey):
-                continue
-            if files.get(path) == self.digests[key]:
-                self.held[key] = target.read(path)
-
-    def _kept_aside(self, key: bytes, plan: Plan) -> bool:
-        """Whether a value must stay in memory: valid, but not on disk."""
-        return key in plan.refused and not isinstance(self.paths.path(key), RefusedKey)
+def _directories_above(path: str) -> Iterator[str]:
+    """``a`` and ``a/b`` for ``a/b/c``."""
+    end = path.find("/")
+    while end >= 0:
+        yield path[:end]
+        end = path.find("/", end + 1)

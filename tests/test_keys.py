@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from projector.keys import PathTable, RefusedKey, printable, relative_path
+from projector.keys import RefusedKey, printable, relative_path
 
 PREFIX = b"/cfg/"
 
@@ -47,33 +47,6 @@ def test_accepted(key: bytes, path: str) -> None:
 def test_refused(key: bytes, reason: str) -> None:
     with pytest.raises(RefusedKey, match=reason):
         relative_path(key, PREFIX)
-
-
-def test_a_file_wins_over_keys_below_it_whatever_the_order() -> None:
-    for keys in ([b"/cfg/a", b"/cfg/a/b", b"/cfg/a/c/d"], [b"/cfg/a/c/d", b"/cfg/a/b", b"/cfg/a"]):
-        plan = PathTable(PREFIX).plan(keys, lambda _name: False)
-        assert plan.paths == {"a": b"/cfg/a"}
-        assert set(plan.refused) == {b"/cfg/a/b", b"/cfg/a/c/d"}
-        assert "which is a file" in plan.refused[b"/cfg/a/b"]
-
-
-def test_siblings_and_directories_coexist() -> None:
-    plan = PathTable(PREFIX).plan([b"/cfg/a/b", b"/cfg/a/c", b"/cfg/ab"], lambda _name: False)
-    assert plan.paths == {"a/b": b"/cfg/a/b", "a/c": b"/cfg/a/c", "ab": b"/cfg/ab"}
-    assert plan.refused == {}
-
-
-def test_foreign_top_level_names_are_refused() -> None:
-    plan = PathTable(PREFIX).plan([b"/cfg/mine/x", b"/cfg/ok"], lambda name: name == "mine")
-    assert plan.paths == {"ok": b"/cfg/ok"}
-    assert "did not create" in plan.refused[b"/cfg/mine/x"]
-
-
-def test_removing_the_file_frees_the_keys_below_it() -> None:
-    table = PathTable(PREFIX)
-    assert table.plan([b"/cfg/a", b"/cfg/a/b"], lambda _n: False).paths == {"a": b"/cfg/a"}
-    table.forget(b"/cfg/a")
-    assert table.plan([b"/cfg/a/b"], lambda _n: False).paths == {"a/b": b"/cfg/a/b"}
 
 
 def test_printable_keys_cannot_forge_log_lines() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import pytest
 
 from projector.keytable import KeyTable
 from projector.source import Batch
@@ -15,107 +15,164 @@ class Target:
     def __init__(self, foreign: tuple[str, ...] = ()) -> None:
         self.foreign = set(foreign)
         self.on_disk: dict[str, bytes] = {}
-        self.questions = 0  # is_foreign calls: one per top-level name each time keys are placed
-
-    @property
-    def files(self) -> Mapping[str, bytes]:
-        return {path: digest(value) for path, value in self.on_disk.items()}
+        self.questions = 0  # is_foreign calls and passes over the target's names
 
     def is_foreign(self, name: str) -> bool:
         self.questions += 1
         return name in self.foreign
 
+    def foreign_names(self) -> set[str]:
+        self.questions += 1
+        return set(self.foreign)
+
     def read(self, path: str) -> bytes:
         return self.on_disk[path]
 
     def write(self, table: KeyTable) -> None:
-        """What the writer does: make the files what the table wants, reading only what differs."""
-        wanted = dict(table.wanted(self))
-        self.on_disk = {
-            path: self.on_disk[path]
-            if path in self.on_disk and digest(self.on_disk[path]) == want
-            else table.value(path)
-            for path, want in wanted.items()
-        }
+        """What the writer does: apply the table's changes, reading the bytes of each changed file."""
+        for path, new in table.changes().items():
+            if new is None:
+                self.on_disk.pop(path, None)
+            else:
+                value = table.value(path)
+                assert digest(value) == new
+                self.on_disk[path] = value
         table.written()
 
 
 def test_batches_are_absorbed_in_order_and_deletes_remove() -> None:
-    table, target = KeyTable(b"/p/"), Target()
+    target = Target()
+    table = KeyTable(b"/p/", target)
     table.absorb(Batch(5, {b"/p/a": b"1", b"/p/b/c": b"2"}))
     table.absorb(Batch(7, {b"/p/a": b"3", b"/p/b/c": None}))
     assert table.revision == 7
-    assert dict(table.wanted(target)) == {"a": digest(b"3")}
+    assert dict(table.changes()) == {"a": digest(b"3"), "b/c": None}
     assert table.value("a") == b"3"
 
 
 def test_a_snapshot_replaces_everything() -> None:
-    table, target = KeyTable(b"/p/"), Target()
+    target = Target()
+    table = KeyTable(b"/p/", target)
     table.absorb(Batch(3, {b"/p/gone": b"x", b"/p/kept": b"1"}))
     target.write(table)
     table.absorb(Batch(9, {b"/p/kept": b"1", b"/p/new": b"2"}, snapshot=True))
-    assert dict(table.wanted(target)) == {"kept": digest(b"1"), "new": digest(b"2")}
-    assert set(table.digests) == {b"/p/kept", b"/p/new"} and table.revision == 9
+    assert dict(table.changes()) == {"gone": None, "new": digest(b"2")}  # kept is on disk as it is
+    assert set(table.digests) == {"kept", "new"} and table.revision == 9
 
 
 def test_values_are_held_only_while_not_on_disk() -> None:
-    table, target = KeyTable(b"/p/"), Target()
+    target = Target()
+    table = KeyTable(b"/p/", target)
     table.absorb(Batch(2, {b"/p/a": b"1", b"/p/../bad": b"x"}))
-    assert table.held == {b"/p/a": b"1", b"/p/../bad": b"x"}
+    assert table.held == {"a": b"1"}  # the bad key can never be on disk: its value is not kept
     target.write(table)
-    assert table.held == {}  # a is on disk; the bad key can never be, and is not kept
+    assert table.held == {}  # a is on disk
     table.absorb(Batch(3, {b"/p/a": b"2"}))
-    assert table.held == {b"/p/a": b"2"}  # until it is written (a failed write is retried with it)
+    assert table.held == {"a": b"2"}  # until it is written (a failed write is retried with it)
     target.write(table)
     assert table.held == {} and target.on_disk == {"a": b"2"}
 
 
-def test_keys_are_placed_anew_only_when_keys_come_or_go() -> None:
-    table, target = KeyTable(b"/p/"), Target()
-    table.absorb(Batch(2, {f"/p/k{n}".encode(): b"v" for n in range(50)}))
+def test_keys_are_placed_as_they_come_without_a_pass_over_the_others() -> None:
+    target = Target()
+    table = KeyTable(b"/p/", target)
+    table.absorb(Batch(2, {f"/p/k{n}".encode(): b"v" for n in range(50)}, snapshot=True))
     target.write(table)
-    placed = target.questions
-    assert placed == 50
+    assert target.questions == 1  # a snapshot reads the target's names once
     table.absorb(Batch(3, {b"/p/k7": b"changed"}))  # a changed value moves nothing
     target.write(table)
-    assert target.questions == placed and target.on_disk["k7"] == b"changed"
-    table.absorb(Batch(4, {b"/p/k50": b"new"}))  # a new key: every key is placed again
+    assert target.questions == 1 and target.on_disk["k7"] == b"changed"
+    table.absorb(Batch(4, {b"/p/k50": b"new"}))  # a new key: that key is placed
+    assert dict(table.changes()) == {"k50": digest(b"new")}
     target.write(table)
-    assert target.questions == placed + 51
+    assert target.questions == 2 and len(target.on_disk) == 51
 
 
 def test_a_key_displaced_by_a_new_conflict_keeps_its_value_until_projected_again() -> None:
-    table, target = KeyTable(b"/p/"), Target()
+    target = Target()
+    table = KeyTable(b"/p/", target)
     table.absorb(Batch(2, {b"/p/a/b": b"below"}))
     target.write(table)
     table.absorb(Batch(3, {b"/p/a": b"file"}))  # the file a wins over a/b
     target.write(table)
     assert target.on_disk == {"a": b"file"} and table.refused == 1
-    assert table.held == {b"/p/a/b": b"below"}  # read from disk before it went away
+    assert table.held == {"a/b": b"below"}  # read from disk before it went away
     table.absorb(Batch(4, {b"/p/a": None}))
     target.write(table)
     assert target.on_disk == {"a/b": b"below"} and table.held == {} and table.refused == 0
 
 
 def test_a_key_over_the_operators_own_file_is_refused_and_held() -> None:
-    table, target = KeyTable(b"/p/"), Target(foreign=("notes",))
+    target = Target(foreign=("notes",))
+    table = KeyTable(b"/p/", target)
     table.absorb(Batch(2, {b"/p/notes": b"mine?", b"/p/ok": b"1"}))
     target.write(table)
     assert target.on_disk == {"ok": b"1"} and table.refused == 1
-    assert table.held == {b"/p/notes": b"mine?"}
+    assert table.held == {"notes": b"mine?"}
 
 
 def test_excluded_keys_are_counted_but_never_held_or_refused() -> None:
     from projector.keys import Selection
     from projector.settings.values import parse_glob
 
-    table, target = KeyTable(b"/p/", Selection(exclude=(parse_glob("*-account"),))), Target()
+    target = Target()
+    table = KeyTable(b"/p/", target, Selection(exclude=(parse_glob("*-account"),)))
     table.absorb(Batch(2, {b"/p/cert.pem": b"C", b"/p/acme-account": b"secret", b"/p/../bad": b"x"}))
     target.write(table)
     assert target.on_disk == {"cert.pem": b"C"}
     assert table.keys == 3 and table.refused == 1  # the bad key only
-    assert b"secret" not in table.held.values() and b"/p/acme-account" not in table.digests
+    assert b"secret" not in table.held.values() and "acme-account" not in table.digests
     table.absorb(Batch(3, {b"/p/acme-account": None}))
     assert table.keys == 2
     table.absorb(Batch(4, {b"/p/cert.pem": b"C"}, snapshot=True))
     assert table.keys == 1 and table.excluded == set()
+
+
+def projected(table: KeyTable, target: Target, *batches: dict[bytes, bytes | None]) -> dict[str, bytes]:
+    """What is on disk after the batches, one after the other."""
+    for revision, changes in enumerate(batches, start=2):
+        table.absorb(Batch(revision, changes))
+        target.write(table)
+    return target.on_disk
+
+
+def test_a_file_wins_over_keys_below_it_whatever_the_order() -> None:
+    for order in ([b"/p/a", b"/p/a/b", b"/p/a/c/d"], [b"/p/a/c/d", b"/p/a/b", b"/p/a"]):
+        target = Target()
+        table = KeyTable(b"/p/", target)
+        assert projected(table, target, *({key: key[-1:]} for key in order)) == {"a": b"a"}
+        assert table.refused == 2
+
+
+def test_the_same_in_one_batch_and_in_a_snapshot() -> None:
+    keys: dict[bytes, bytes | None] = {b"/p/a/c/d": b"d", b"/p/a/b": b"b", b"/p/a": b"a"}
+    target = Target()
+    table = KeyTable(b"/p/", target)
+    assert projected(table, target, keys) == {"a": b"a"}
+    table.absorb(Batch(9, {b"/p/a/b": b"b", b"/p/a/c/d": b"d"}, snapshot=True))  # a is gone
+    target.write(table)
+    assert target.on_disk == {"a/b": b"b", "a/c/d": b"d"} and table.refused == 0
+
+
+def test_siblings_and_directories_coexist() -> None:
+    target = Target()
+    table = KeyTable(b"/p/", target)
+    found = projected(table, target, {b"/p/a/b": b"1", b"/p/a/c": b"2", b"/p/ab": b"3"})
+    assert found == {"a/b": b"1", "a/c": b"2", "ab": b"3"} and table.refused == 0
+
+
+def test_a_key_freed_from_the_operators_file_when_keys_come_or_go() -> None:
+    target = Target(foreign=("mine",))
+    table = KeyTable(b"/p/", target)
+    assert projected(table, target, {b"/p/mine/x": b"1", b"/p/ok": b"2"}) == {"ok": b"2"}
+    target.foreign.clear()  # the operator removes their file
+    assert projected(table, target, {b"/p/ok": b"3"}) == {"ok": b"3"}  # a changed value moves nothing
+    assert projected(table, target, {b"/p/new": b"4"}) == {"ok": b"3", "new": b"4", "mine/x": b"1"}
+
+
+def test_a_refused_key_warns_once_and_again_only_for_another_reason(caplog: pytest.LogCaptureFixture) -> None:
+    target = Target(foreign=("a",))
+    table = KeyTable(b"/p/", target)
+    projected(table, target, {b"/p/a/x": b"1"}, {b"/p/a/x": b"2"}, {b"/p/a": b"f"})
+    warnings = [r.getMessage() for r in caplog.records if "refusing key" in r.getMessage()]
+    assert len(warnings) == 3, warnings  # a/x: the operator's a; a: the same; a/x: below the file a

@@ -15,8 +15,12 @@ from projector.settings import Ownership
 from projector.writer import DATA_LINK, MAX_STALE, WriteError, Writer, digest
 
 
-def contents(values: dict[str, bytes]) -> tuple[dict[str, bytes], object]:
-    return {path: digest(value) for path, value in values.items()}, values.__getitem__
+def hold(writer: Writer, values: dict[str, bytes]) -> bool:
+    """Make the target hold exactly ``values``: as changes, every path with its digest, and the paths
+    that are live but not in ``values`` removed."""
+    changes: dict[str, bytes | None] = {path: digest(value) for path, value in values.items()}
+    changes.update((path, None) for path in writer.files if path not in values)
+    return writer.apply(changes, values.__getitem__)
 
 
 def generations(target: Path) -> list[str]:
@@ -39,8 +43,7 @@ def opened(target: Path, **kwargs: object) -> Writer:
 
 def test_apply_swaps_a_whole_generation_and_links_names(tmp_path: Path) -> None:
     writer = opened(tmp_path / "t")
-    wanted, read = contents({"a": b"1", "d/e/f": b"2"})
-    assert writer.apply(wanted, read)  # type: ignore[arg-type]
+    assert hold(writer, {"a": b"1", "d/e/f": b"2"})
     target = tmp_path / "t"
     assert os.readlink(target / DATA_LINK) == writer.generation
     assert (target / "a").read_bytes() == b"1" and (target / "d" / "e" / "f").read_bytes() == b"2"
@@ -50,18 +53,16 @@ def test_apply_swaps_a_whole_generation_and_links_names(tmp_path: Path) -> None:
 
 def test_no_change_writes_nothing(tmp_path: Path) -> None:
     writer = opened(tmp_path / "t")
-    wanted, read = contents({"a": b"1"})
-    assert writer.apply(wanted, read)  # type: ignore[arg-type]
+    assert hold(writer, {"a": b"1"})
     live = writer.generation
-    assert not writer.apply(wanted, read)  # type: ignore[arg-type]
+    assert not hold(writer, {"a": b"1"})
     assert writer.generation == live
 
 
 def test_unchanged_files_are_hard_linked(tmp_path: Path) -> None:
     writer = opened(tmp_path / "t")
     target = tmp_path / "t"
-    wanted, read = contents({"same": b"x", "other": b"1"})
-    writer.apply(wanted, read)  # type: ignore[arg-type]
+    hold(writer, {"same": b"x", "other": b"1"})
     before = os.stat(target / "same").st_ino
 
     def only_changed(path: str) -> bytes:
@@ -78,16 +79,16 @@ def test_removed_names_lose_their_links_and_foreign_files_stay(tmp_path: Path) -
     (target / "mine").write_text("operator")
     writer = opened(target)
     assert writer.is_foreign("mine") and not writer.is_foreign("new")
-    writer.apply(*contents({"a": b"1", "b": b"2"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"1", "b": b"2"})
     assert not writer.is_foreign("a")
-    writer.apply(*contents({"b": b"2"}))  # type: ignore[arg-type]
+    hold(writer, {"b": b"2"})
     assert not os.path.lexists(target / "a")
     assert (target / "mine").read_text() == "operator"
 
 
 def test_a_failed_write_leaves_the_live_generation_and_no_partial_one(tmp_path: Path) -> None:
     writer = opened(tmp_path / "t")
-    writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"1"})
     live = writer.generation
 
     def failing(path: str) -> bytes:
@@ -102,23 +103,50 @@ def test_a_failed_write_leaves_the_live_generation_and_no_partial_one(tmp_path: 
     assert not os.path.lexists(tmp_path / "t" / "z")
 
 
-def test_stale_generations_go_after_the_grace_and_beyond_the_cap(tmp_path: Path) -> None:
-    clock = Clock()
-    writer = opened(tmp_path / "t", grace=5.0, clock=clock)
+def test_replaced_generations_are_kept_for_reuse_and_no_more(tmp_path: Path) -> None:
+    clock, target = Clock(), tmp_path / "t"
+    writer = opened(target, grace=5.0, clock=clock)
     for n in range(MAX_STALE + 3):
         clock.now += 0.1
-        writer.apply(*contents({"a": str(n).encode()}))  # type: ignore[arg-type]
-        writer.collect_garbage()  # the dispenser runs it after each signal
-    assert len(generations(tmp_path / "t")) == MAX_STALE + 1
+        hold(writer, {"a": str(n).encode()})
+        writer.collect_garbage()  # the dispenser runs it when idle
+    assert len(generations(target)) == MAX_STALE + 1
     clock.now += 5.0
     writer.collect_garbage()
-    assert generations(tmp_path / "t") == [writer.generation]
+    kept = {os.stat(target / name).st_ino for name in generations(target)}
+    assert len(kept) == MAX_STALE + 1  # after the grace too: the material of the next changes
+    hold(writer, {"a": b"next"})
+    assert os.stat(target / str(writer.generation)).st_ino in kept  # an old one, brought up to date
+    assert tree(target / DATA_LINK) == {"a": b"next"} and len(generations(target)) == MAX_STALE + 1
+    writer.collect_garbage(everything=True)
+    assert generations(target) == [writer.generation]
+
+
+def test_after_the_grace_no_replaced_generation_holds_what_changed_or_went(tmp_path: Path) -> None:
+    clock, target = Clock(), tmp_path / "t"
+    writer = opened(target, grace=5.0, clock=clock)
+    hold(writer, {"key.pem": b"old secret", "gone/x": b"revoked", "same": b"s"})
+    clock.now += 0.1
+    hold(writer, {"key.pem": b"new secret", "same": b"s"})
+    writer.collect_garbage()
+    old = {name: tree(target / name) for name in generations(target) if name != writer.generation}
+    assert list(old.values()) == [{"key.pem": b"old secret", "gone/x": b"revoked", "same": b"s"}]
+    assert writer.has_garbage  # still to be brought up to date, after the grace
+    clock.now += 5.0
+    writer.collect_garbage()
+    assert not writer.has_garbage
+    for name in generations(target):
+        assert tree(target / name) == {"key.pem": b"new secret", "same": b"s"}, name
+    assert len(generations(target)) == 2  # the replaced one kept, renamed (readers of its old name fail)
+    assert not set(old) & set(generations(target))
+    hold(writer, {"key.pem": b"newer", "same": b"s"})
+    assert tree(target / DATA_LINK) == {"key.pem": b"newer", "same": b"s"}
 
 
 def test_open_cleans_leftovers_and_indexes_by_content(tmp_path: Path) -> None:
     target = tmp_path / "t"
     first = opened(target)
-    first.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    hold(first, {"a": b"1", "d/b": b"2"})
     (target / "..data_tmp.deadbeef").symlink_to("nowhere")
     (target / "..2000_01_01_00_00_00.000000000").mkdir()
     # a torn file, as after a power loss
@@ -127,18 +155,18 @@ def test_open_cleans_leftovers_and_indexes_by_content(tmp_path: Path) -> None:
     assert generations(target) == [first.generation]
     assert not os.path.lexists(target / "..data_tmp.deadbeef")
     assert second.files["d/b"] == digest(b"2")
-    assert second.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    assert hold(second, {"a": b"1", "d/b": b"2"})
     assert (target / "a").read_bytes() == b"1"
     third = opened(target)
-    assert not third.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    assert not hold(third, {"a": b"1", "d/b": b"2"})
 
 
 def test_a_mode_change_rewrites(tmp_path: Path) -> None:
     target = tmp_path / "t"
-    opened(target).apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    hold(opened(target), {"a": b"1"})
     writer = Writer(target, Ownership(mode=0o644))
     writer.open()
-    assert writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    assert hold(writer, {"a": b"1"})
     assert stat.S_IMODE(os.stat(target / "a").st_mode) == 0o644
 
 
@@ -150,7 +178,7 @@ def test_a_data_link_pointing_elsewhere_is_replaced_not_followed(tmp_path: Path)
     (outside / "precious").write_text("keep")
     (target / DATA_LINK).symlink_to(outside)
     writer = opened(target)
-    writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"1"})
     assert (outside / "precious").read_text() == "keep"
     assert os.readlink(target / DATA_LINK) == writer.generation
 
@@ -169,9 +197,9 @@ def test_mode_and_owner_are_set_before_the_first_byte(
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", checking_write)
-    writer.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"1", "d/b": b"2"})
     writer.prepare()  # now through blank files made ahead
-    writer.apply(*contents({"a": b"3", "d/b": b"4"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"3", "d/b": b"4"})
     monkeypatch.undo()
     assert seen == [(0o640, uid, gid)] * 4
     assert stat.S_IMODE(os.stat(tmp_path / "t" / "d").st_mode) == 0o750
@@ -208,8 +236,7 @@ def test_without_collection_stale_generations_are_reused_and_stay_whole(tmp_path
             # a file and a directory cannot share a name: the first one drawn wins, as in keys.plan
             if not any(p == path or p.startswith(path + "/") or path.startswith(p + "/") for p in values):
                 values[path] = rng.choice([b"1", b"2", f"{n}".encode()])
-        wanted, read = contents(values)
-        if writer.apply(wanted, read):  # type: ignore[arg-type]
+        if hold(writer, values):
             held[writer.generation] = dict(values)  # type: ignore[index]
         if rng.random() < 0.5:
             writer.prepare()  # as the dispenser does after a swap, or not (a failed prepare)
@@ -223,11 +250,11 @@ def test_without_collection_stale_generations_are_reused_and_stay_whole(tmp_path
 def test_a_stale_generation_changed_by_someone_else_is_not_reused(tmp_path: Path) -> None:
     target = tmp_path / "t"
     writer = opened(target)
-    writer.apply(*contents({"d/a": b"0"}))  # type: ignore[arg-type]
+    hold(writer, {"d/a": b"0"})
     first = writer.generation
     (target / str(first) / "d" / "planted").write_bytes(b"x")
     for n in range(1, MAX_STALE + 2):
-        writer.apply(*contents({"d/a": str(n).encode()}))  # type: ignore[arg-type]
+        hold(writer, {"d/a": str(n).encode()})
     assert first not in generations(target)
     assert tree(target / DATA_LINK) == {"d/a": str(MAX_STALE + 1).encode()}
 
@@ -236,7 +263,7 @@ def test_a_failed_write_into_a_reused_generation_removes_it(tmp_path: Path) -> N
     target = tmp_path / "t"
     writer = opened(target)
     for n in range(MAX_STALE + 1):
-        writer.apply(*contents({"a": str(n).encode()}))  # type: ignore[arg-type]
+        hold(writer, {"a": str(n).encode()})
     live, before = writer.generation, generations(target)
 
     def failing(path: str) -> bytes:
@@ -267,7 +294,7 @@ def named_at(name: str) -> int:
 def test_prepare_makes_the_next_generation_a_twin_of_the_live_one(tmp_path: Path) -> None:
     target = tmp_path / "t"
     writer = opened(target)
-    writer.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"1", "d/b": b"2"})
     writer.prepare()
     [upcoming] = made_ahead(target)
     assert tree(target / upcoming) == tree(target / DATA_LINK) == {"a": b"1", "d/b": b"2"}
@@ -291,23 +318,23 @@ def test_prepare_makes_the_next_generation_a_twin_of_the_live_one(tmp_path: Path
 def test_a_generation_is_named_for_when_it_went_live(tmp_path: Path) -> None:
     target = tmp_path / "t"
     writer = opened(target)
-    writer.apply(*contents({"a": b"1"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"1"})
     writer.prepare()
     [upcoming] = made_ahead(target)
     time.sleep(0.05)
     before = time.time_ns()
-    writer.apply(*contents({"a": b"2"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"2"})
     assert named_at(str(writer.generation)) >= before > named_at(upcoming)
 
 
 def test_a_prepared_generation_changed_by_someone_else_is_not_used(tmp_path: Path) -> None:
     target = tmp_path / "t"
     writer = opened(target)
-    writer.apply(*contents({"d/a": b"1"}))  # type: ignore[arg-type]
+    hold(writer, {"d/a": b"1"})
     writer.prepare()
     [upcoming] = made_ahead(target)
     (target / upcoming / "d" / "planted").write_bytes(b"x")
-    writer.apply(*contents({"d/a": b"2"}))  # type: ignore[arg-type]
+    hold(writer, {"d/a": b"2"})
     assert tree(target / DATA_LINK) == {"d/a": b"2"} and temporary_links(target) == []
     assert upcoming not in generations(target)
 
@@ -317,19 +344,19 @@ def test_changed_files_are_written_into_blanks_made_ahead_and_never_into_strange
     outside.write_bytes(b"keep")
     writer = Writer(target, Ownership(mode=0o640))
     writer.open()
-    writer.apply(*contents({"a": b"1", "d/b": b"2"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"1", "d/b": b"2"})
     writer.prepare()
     blanks = target / "..blanks"
     made = sorted(os.listdir(blanks))
     assert len(made) == 8 and all(stat.S_IMODE(os.stat(blanks / n).st_mode) == 0o640 for n in made)
-    writer.apply(*contents({"a": b"3", "d/b": b"4"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"3", "d/b": b"4"})
     assert len(os.listdir(blanks)) == 6 and tree(target / DATA_LINK) == {"a": b"3", "d/b": b"4"}
     assert stat.S_IMODE(os.stat(target / "a").st_mode) == 0o640
     writer.prepare()
     for name in os.listdir(blanks):  # someone swaps every blank for a link to another file
         os.unlink(blanks / name)
         os.link(outside, blanks / name)
-    writer.apply(*contents({"a": b"5", "d/b": b"6"}))  # type: ignore[arg-type]
+    hold(writer, {"a": b"5", "d/b": b"6"})
     assert outside.read_bytes() == b"keep" and tree(target / DATA_LINK) == {"a": b"5", "d/b": b"6"}
     writer.close()
     assert not blanks.exists()
@@ -337,8 +364,8 @@ def test_changed_files_are_written_into_blanks_made_ahead_and_never_into_strange
 
 def test_fsync_mode_writes_the_same_tree(tmp_path: Path) -> None:
     writer = opened(tmp_path / "t", fsync=True)
-    assert writer.apply(*contents({"a": b"1", "d/e/f": b"2"}))  # type: ignore[arg-type]
-    assert writer.apply(*contents({"a": b"1", "d/e/f": b"3"}))  # type: ignore[arg-type]
+    assert hold(writer, {"a": b"1", "d/e/f": b"2"})
+    assert hold(writer, {"a": b"1", "d/e/f": b"3"})
     assert (tmp_path / "t" / "d" / "e" / "f").read_bytes() == b"3"
 
 
@@ -357,9 +384,9 @@ def test_per_file_modes_are_set_before_the_first_byte(
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", checking_write)
-    writer.apply(*contents({"a.crt": b"1", "d/b.key": b"2"}))  # type: ignore[arg-type]
+    hold(writer, {"a.crt": b"1", "d/b.key": b"2"})
     writer.prepare()  # now through blank files made ahead, made with the base mode
-    writer.apply(*contents({"a.crt": b"3", "d/b.key": b"4"}))  # type: ignore[arg-type]
+    hold(writer, {"a.crt": b"3", "d/b.key": b"4"})
     monkeypatch.undo()
     assert seen == {b"1": 0o644, b"2": 0o600, b"3": 0o644, b"4": 0o600}
     assert stat.S_IMODE(os.stat(tmp_path / "t" / "d").st_mode) == 0o700
@@ -369,9 +396,9 @@ def test_a_file_mode_changed_between_runs_is_a_new_generation(tmp_path: Path) ->
     from projector.settings.values import parse_file_mode
 
     target = tmp_path / "t"
-    opened(target).apply(*contents({"a.crt": b"1", "b": b"2"}))  # type: ignore[arg-type]
+    hold(opened(target), {"a.crt": b"1", "b": b"2"})
     writer = Writer(target, Ownership(file_modes=(parse_file_mode("*.crt=0644"),)))
     writer.open()
-    assert writer.apply(*contents({"a.crt": b"1", "b": b"2"}))  # type: ignore[arg-type]
+    assert hold(writer, {"a.crt": b"1", "b": b"2"})
     assert stat.S_IMODE(os.stat(target / "a.crt").st_mode) == 0o644
     assert stat.S_IMODE(os.stat(target / "b").st_mode) == 0o600

@@ -1,17 +1,21 @@
-"""Where the generation a change writes into comes from (step 2 of ``Writer.apply``).
+"""Where the generation a change writes into comes from (step 2 of ``Writer.apply``), and what it lacks.
 
-In order of preference: the one made ahead (ahead.py), if its directories are as the writer left them;
-else a stale generation due for removal (garbage.py), if intact, renamed to a new name: it already
-holds most files, so the change costs what differs, not the whole tree; else a new, empty directory
-created exclusively with the directory mode and owner. A generation that someone else changed is
-removed, never reused. Renaming a reused generation makes a reader still holding its old name fail to
-open files ("no such file or directory") rather than read a mix of two generations.
+In order of preference: the one made ahead (ahead.py), if the directories the change touches are as the
+writer left them; else the oldest replaced generation that is due (garbage.py), if intact, renamed to a
+new name; else a new, empty directory. A generation that someone else changed is removed, never
+reused. Renaming a reused generation makes a reader still holding its old name fail to open files ("no
+such file or directory") rather than read a mix of two generations.
+
+A generation holds what the live one held some swaps ago (its epoch); :class:`History` remembers which
+paths each swap changed, so that bringing it up to date costs what changed since, not the size of the
+tree.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..settings import Ownership
@@ -20,6 +24,25 @@ from .garbage import Stale
 from .layout import Generation, WriteError, describe, generation_names, open_directory
 
 log = logging.getLogger(__name__)
+
+
+class History:
+    """Which paths each swap changed, back to the oldest generation that may still be brought up to date."""
+
+    def __init__(self) -> None:
+        self._changed: dict[int, Iterable[str]] = {}  # epoch -> the paths the swap to it changed
+
+    def add(self, epoch: int, paths: Iterable[str]) -> None:
+        self._changed[epoch] = tuple(paths)
+
+    def since(self, epoch: int) -> set[str]:
+        """The paths changed by the swaps after ``epoch``."""
+        return {path for later, paths in self._changed.items() if later > epoch for path in paths}
+
+    def keep_after(self, epoch: int) -> None:
+        """Forget the swaps up to ``epoch``: no generation needs them any more."""
+        for old in [e for e in self._changed if e <= epoch]:
+            del self._changed[old]
 
 
 class Candidates:
@@ -31,21 +54,31 @@ class Candidates:
         self.ownership = ownership
         self._stale = stale
 
-    def get(self, ready: Generation | None, newer: int) -> tuple[Generation, int]:
-        """A generation to fill, and its directory opened: ``ready`` (the one prepared), else a stale
-        one due for removal, else a new one. ``newer``: see ``Stale.take_due``."""
+    def get(self, ready: Generation | None, newer: int, paths: Iterable[str]) -> tuple[Generation, int]:
+        """A generation to fill, and its directory opened: ``ready`` (made ahead) if the directories of
+        ``paths`` are intact, else the oldest replaced one due, else a new one. ``newer``: see
+        ``Stale.take_due``."""
         if ready is not None:
-            root = self._open_intact(ready)
+            assert ready.directories is not None
+            touched = {path.rpartition("/")[0] for path in paths} | {""}
+            root = self._open_intact(ready, {d: m for d, m in ready.directories.items() if d in touched})
             if root is not None:
                 return ready, root
             self._stale.discard(ready)
         spare = self._stale.take_due(newer)
-        if spare is None:
+        root = None if spare is None else self.reuse(spare)
+        if spare is None or root is None:
             return self._new_generation()
-        root = self._open_intact(spare)
+        return spare, root
+
+    def reuse(self, spare: Generation) -> int | None:
+        """A replaced generation taken out of the stale ones, renamed and its directory opened; None
+        (and it is removed) if someone else changed it."""
+        assert spare.directories is not None
+        root = self._open_intact(spare, spare.directories)
         if root is None:
             self._stale.discard(spare)
-            return self._new_generation()
+            return None
         old = spare.name
         try:
             spare.name = self.rename(old)
@@ -53,7 +86,7 @@ class Candidates:
             os.close(root)
             raise
         log.debug("reusing generation %s as %s", old, spare.name)
-        return spare, root
+        return root
 
     def rename(self, old: str) -> str:
         """A generation renamed to the current time: a reader still holding its old name fails to open
@@ -69,15 +102,13 @@ class Candidates:
             return name
         raise AssertionError("unreachable")
 
-    def _open_intact(self, generation: Generation) -> int | None:
-        """The generation's directory opened, if its directories are as the writer left them."""
-        if generation.directories is None:
-            return None
+    def _open_intact(self, generation: Generation, directories: dict[str, int]) -> int | None:
+        """The generation's directory opened, if ``directories`` of it are as the writer left them."""
         try:
             root = open_directory(self._prefix + generation.name)
         except OSError:
             return None
-        if intact(root, generation.directories):
+        if intact(root, directories):
             return root
         os.close(root)
         return None
@@ -91,7 +122,7 @@ class Candidates:
             except OSError as exc:
                 raise WriteError(describe(exc, self.target / name)) from None
             try:
-                return Generation(name, {}, {}), open_directory(self._prefix + name)
+                return Generation(name, {}, epoch=-1), open_directory(self._prefix + name)
             except OSError as exc:
                 self._stale.remove(name)
                 raise WriteError(describe(exc, self.target / name)) from None

@@ -1,14 +1,14 @@
 """Making one generation directory hold exactly a set of files.
 
-A candidate generation (new, prepared ahead, or a reused old one) is brought to hold exactly the wanted
-files: first what must not be in it is removed (files not wanted or differing, and directories left
-empty), then what is missing is added, one directory at a time through directory descriptors (short
-names instead of long paths: an unchanged file costs one link(2) and little else). A file whose content
-is live is hard-linked from the live generation; any other is written into a blank file made ahead and
-renamed into place, or created exclusively; either way its mode and owner are set before the first
-byte is written. No file is ever written in place: hard links share the inode with other generations.
-Nor is new content renamed over a differing file: ext4 then flushes the new file's data (its
-replace-by-rename heuristic), 4x slower.
+A candidate generation (new, prepared ahead, or a reused old one) is told which paths must become what:
+a file with a given digest, or no file. Only those paths are touched: first what is there for them is
+removed (and directories left empty), then the files are added, one directory at a time through
+directory descriptors (short names instead of long paths: a linked file costs one link(2) and little
+else). A file whose content is live is hard-linked from the live generation; any other is written into
+a blank file made ahead and renamed into place, or created exclusively; either way its mode and owner
+are set before the first byte is written. No file is ever written in place: hard links share the inode
+with other generations. Nor is new content renamed over a differing file: ext4 then flushes the new
+file's data (its replace-by-rename heuristic), 4x slower.
 
 Each directory's modification time is remembered as it is left, which is how a change by anyone else
 is noticed before the generation is used again (``intact``).
@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from ..settings import Ownership
 from .ahead import Blanks
 from .layout import (
+    UMASK,
     Generation,
     close_below,
     create_file,
@@ -52,63 +53,48 @@ class Filler:
         self.blanks = blanks
         # Whether a new directory needs chmod/chown after mkdir: not when the umask leaves its mode
         # alone and no owner is set, which saves three system calls per directory and generation.
-        # Read once, here, before any other thread runs: reading the umask means setting it.
-        umask = os.umask(0o077)
-        os.umask(umask)
         own = ownership
-        self.fix_directories = bool(own.directory_mode & umask) or own.uid is not None or own.gid is not None
+        self.fix_directories = bool(own.directory_mode & UMASK) or own.uid is not None or own.gid is not None
         self.per_file_modes = bool(own.file_modes)
 
     def fill(
         self,
         candidate: Generation,
         root: int,
-        wanted: Mapping[str, bytes],
+        needed: Mapping[str, bytes | None],
         content: Callable[[str], bytes],
         live: Generation | None,
+        live_files: Mapping[str, bytes],
     ) -> None:
-        """Make the candidate (its directory open as ``root``) hold exactly ``wanted``."""
-        files, directories = candidate.files, candidate.directories
+        """Make each path of ``needed`` in the candidate (its directory open as ``root``) what it says:
+        a file with that digest, or none (None). A file whose digest is live is linked from the live
+        generation; any other is written. Paths not named are left as they are."""
+        directories = candidate.directories
         assert directories is not None
-        live_files = {} if live is None else live.files
-        gone = files.keys() - wanted.keys()
-        missing = [path for path, wanted_digest in wanted.items() if files.get(path) != wanted_digest]
-        linked = {path for path in missing if live_files.get(path) == wanted[path]}
         touched: set[str] = set()  # directories whose entries changed
-        live_root = open_directory(self.prefix + live.name) if linked and live else None
+        live_root = None
         try:
-            if not directories:  # a new generation
+            if not directories:  # a new generation: nothing to remove
                 if self.fix_directories:
                     own_directory(root, self.ownership)
                 directories[""] = 0
                 touched.add("")
-            for directory, names in by_directory(gone.union(path for path in missing if path in files)):
-                fd = open_directory(directory, root) if directory else root
-                try:
-                    for name in names:
-                        os.unlink(name, dir_fd=fd)
-                        path = f"{directory}/{name}" if directory else name
-                        del files[path]
-                        self._count(candidate, path, -1)
-                finally:
-                    close_below(fd, root)
-                touched.add(directory)
-            self._remove_emptied(root, candidate, {path.rpartition("/")[0] for path in gone}, touched)
-            for directory, names in by_directory(missing):
+            else:
+                self._remove(root, candidate, needed, touched)
+            for directory, names in by_directory(path for path, new in needed.items() if new is not None):
                 self._make_directories(root, directory, directories, touched)
                 new_fd = open_directory(directory, root) if directory else root
                 old_fd = None
                 try:
                     for name in names:
                         path = f"{directory}/{name}" if directory else name
-                        if path in linked:
+                        if live is not None and live_files.get(path) == needed[path]:
                             if old_fd is None:
-                                assert live_root is not None
+                                live_root = live_root or open_directory(self.prefix + live.name)
                                 old_fd = open_directory(directory, live_root) if directory else live_root
                             os.link(name, name, src_dir_fd=old_fd, dst_dir_fd=new_fd, follow_symlinks=False)
                         else:
                             self._write_file(new_fd, name, content(path), self.ownership.mode_of(path))
-                        files[path] = wanted[path]
                         self._count(candidate, path, 1)
                 finally:
                     close_below(new_fd, root)
@@ -123,6 +109,29 @@ class Filler:
         finally:
             if live_root is not None:
                 os.close(live_root)
+
+    def _remove(self, root: int, candidate: Generation, paths: Iterable[str], touched: set[str]) -> None:
+        """Remove the files at ``paths`` where there are any (a file is never written in place: one to
+        be written anew goes first), then the directories that this leaves empty."""
+        directories = candidate.directories
+        assert directories is not None
+        parents: set[str] = set()
+        for directory, names in by_directory(paths):
+            if directory not in directories:
+                continue  # nothing there
+            fd = open_directory(directory, root) if directory else root
+            try:
+                for name in names:
+                    try:
+                        os.unlink(name, dir_fd=fd)
+                    except (FileNotFoundError, IsADirectoryError):
+                        continue  # a directory goes once the files below it are gone
+                    self._count(candidate, f"{directory}/{name}" if directory else name, -1)
+                    parents.add(directory)
+            finally:
+                close_below(fd, root)
+            touched.add(directory)
+        self._remove_emptied(root, candidate, parents, touched)
 
     def _remove_emptied(self, root: int, candidate: Generation, parents: set[str], touched: set[str]) -> None:
         """Remove the directories that removing files left empty, deepest first, and their parents

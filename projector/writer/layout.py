@@ -40,10 +40,22 @@ NOT_REUSABLE = b""  # the digest of an indexed file whose mode or owner is not t
 
 log = logging.getLogger(__name__)
 
+# The process's umask, read once at import (before any thread): reading it means setting it.
+UMASK = os.umask(0o077)
+os.umask(UMASK)
+
+
+DIGEST_BYTES = 16  # 2^-64 odds of two values alike after 2^32 changes: small enough, half SHA-256's memory
+
 
 def digest(value: bytes) -> bytes:
     """What the writer and the dispenser remember of a value: never the value itself."""
-    return hashlib.sha256(value).digest()
+    return hashlib.blake2b(value, digest_size=DIGEST_BYTES).digest()
+
+
+def hasher() -> hashlib.blake2b:
+    """The same digest, fed in pieces (for files read at start)."""
+    return hashlib.blake2b(digest_size=DIGEST_BYTES)
 
 
 class WriteError(Exception):
@@ -58,15 +70,16 @@ class Rejected(Exception):
 class Generation:
     """What the writer knows of one generation directory.
 
-    ``files`` maps each path to its content's digest. ``directories`` maps each directory ("" is the
-    generation itself) to its modification time as this writer left it, which is how an entry added
-    or removed by anyone else is noticed before the generation is reused; None for a generation
-    found on disk at start, which is never reused.
+    ``epoch`` says what it holds: what the live generation held after that many swaps (the writer keeps
+    the files of the live generation alone, and which paths each swap changed: candidates.History).
+    ``directories`` maps each directory ("" is the generation itself) to its modification time as this
+    writer left it, which is how an entry added or removed by anyone else is noticed before the
+    generation is reused; None for a generation found on disk at start, which is never reused.
     """
 
     name: str
-    files: dict[str, bytes]
     directories: dict[str, int] | None
+    epoch: int = 0
     stale_since: float = 0.0
     # With per-file modes (--file-mode): each directory's mode as set, and how many files below it
     # each readable class (group, others) has, which is what decides that mode (fill.py).
@@ -122,7 +135,8 @@ def create_file(directory: int, name: str, own: Ownership, mode: int) -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(name, flags, mode, dir_fd=directory)
     try:
-        os.fchmod(fd, mode)  # the mode given to open(2) is filtered by the umask
+        if mode & UMASK:  # the mode given to open(2) is filtered by the umask
+            os.fchmod(fd, mode)
         if own.uid is not None or own.gid is not None:
             os.fchown(fd, keep(own.uid), keep(own.gid))
     except OSError:

@@ -10,7 +10,6 @@ etcd and is rewritten by the first change.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import stat
@@ -27,6 +26,7 @@ from .layout import (
     Generation,
     WriteError,
     describe,
+    hasher,
     is_generation,
     open_directory,
     own_directory,
@@ -38,10 +38,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Found:
-    """The target as a restart finds it, once cleaned: the live generation (None: there is none yet)
-    and the top-level links this tool made (``name -> ..data/name``)."""
+    """The target as a restart finds it, once cleaned: the live generation (None: there is none yet),
+    its files (path -> digest of the content), and the top-level links this tool made
+    (``name -> ..data/name``)."""
 
     live: Generation | None
+    files: dict[str, bytes]
     links: set[str]
 
 
@@ -51,24 +53,26 @@ def open_target(target: Path, ownership: Ownership) -> Found:
         _create_target(target, ownership)
         name = _live_generation(target)
         _remove_leftovers(target, name)
-        live = None if name is None else Generation(name, _index(target / name, ownership), None)
-        return Found(live, our_links(target))
+        live = None if name is None else Generation(name, None)
+        files = {} if name is None else _index(target / name, ownership)
+        return Found(live, files, our_names(target))
     except OSError as exc:
         raise WriteError(describe(exc, target)) from None
 
 
-def our_links(target: Path) -> set[str]:
-    """The top-level names that are links this tool made."""
+def our_names(target: Path, theirs: bool = False) -> set[str]:
+    """The top-level names that are links this tool made (``theirs``: the other names, those taken by
+    something this tool did not create)."""
     return {
         entry.name
         for entry in os.scandir(target)
-        if not entry.name.startswith("..") and is_our_link(target, entry.name)
+        if not entry.name.startswith("..") and is_our_link(target, entry.name) != theirs
     }
 
 
 def is_our_link(target: Path, name: str) -> bool:
     try:
-        return os.readlink(target / name) == f"{DATA_LINK}/{name}"
+        return os.readlink(f"{target}/{name}") == f"{DATA_LINK}/{name}"
     except OSError:
         return False
 
@@ -140,9 +144,9 @@ def _indexed_digest(path: str, mode: int, own: Ownership) -> bytes:
             and own.gid in (None, st.st_gid)
         ):
             return NOT_REUSABLE
-        hasher = hashlib.sha256()
+        content = hasher()
         while chunk := os.read(fd, 1 << 20):
-            hasher.update(chunk)
-        return hasher.digest()
+            content.update(chunk)
+        return content.digest()
     finally:
         os.close(fd)

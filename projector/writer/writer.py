@@ -1,25 +1,30 @@
 """The writer: the one public way the target changes, and the swap.
 
-``Writer.apply`` makes the target hold exactly a set of files (layout.py draws the layout):
+``Writer.apply`` changes what the target holds by a set of changes (path -> digest, or None to remove),
+each step costing what the change touches, not the size of the tree (layout.py draws the layout):
 
- 1. If the live generation already holds every wanted file with the same digest (mode and owner
-    included) and every top-level link is in place, stop: nothing changes on disk and nobody is told.
- 2. Get a candidate generation (candidates.py): the one made ahead, else an old one due for removal,
-    renamed (it already holds most files, so the change costs what differs), else a new one.
- 3. Fill the candidate (fill.py): remove what must not be in it, then add what is missing: live files
-    as hard links, changed ones written into blanks made ahead, mode and owner set before the first
-    byte. With ``fsync`` files and directories are flushed.
+ 1. Keep the changes that differ from the live generation. If none does (and every top-level link is
+    in place), stop: nothing changes on disk and nobody is told. A dict lookup per changed path.
+ 2. Get a candidate generation (candidates.py): the one made ahead, which holds what the live one
+    holds, else the oldest replaced one due, renamed, else a new one.
+ 3. Fill the candidate (fill.py) with the changes, plus what it lacks of the live generation: nothing
+    for the one made ahead; what the swaps since its time changed for a reused one (the history); every
+    file for a new one. Changed files are written into blanks made ahead, mode and owner set before
+    the first byte; the rest are hard links to the live files. With ``fsync`` all is flushed.
  4. Any failure so far removes the candidate and leaves the live generation untouched.
- 5. Create the links ``name -> ..data/name`` that are new, so that each name resolves the moment
-    ``..data`` flips (until then they dangle, which a reader sees as "not there yet").
+ 5. Create the links ``name -> ..data/name`` for top-level names the change brings, so that each
+    resolves the moment ``..data`` flips (until then they dangle: "not there yet"). The writer counts
+    the files under each top-level name, so it knows which names come and go without a pass.
  6. Swap: name the candidate for the current time (rename(2) of its directory), point a uniquely
     named temporary link at it and rename(2) that over ``..data``. This is the only step readers can
     observe, and it is atomic. With ``fsync`` the target is flushed.
  7. Remove the links of names that are gone; only links that point into ``..data/`` are ever removed.
- 8. Mark the old generation stale (garbage.py): it stays for a grace period, then is reused by a later
-    change or preparation, or removed when the caller collects garbage.
+ 8. The old live generation is replaced (garbage.py): kept untouched for a grace period, then brought
+    up to date with what changed since and reused for a later change; the oldest are removed.
 
-``prepare`` makes ahead what steps 2 and 3 use; ``open`` is what a restart finds (recovery.py).
+``prepare`` (ahead.py) makes steps 2 and 3 cheap: after a swap it brings a replaced generation up to
+date (the few swaps since its time), and makes blank files. ``open`` is what a restart finds
+(recovery.py); the first change after it is measured against every file found.
 """
 
 from __future__ import annotations
@@ -29,12 +34,12 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..settings import Ownership
 from .ahead import Blanks
-from .candidates import Candidates
+from .candidates import Candidates, History
 from .fill import Filler
 from .garbage import GRACE_SECONDS, Stale
 from .layout import (
@@ -46,7 +51,7 @@ from .layout import (
     describe,
     fsync_directory,
 )
-from .recovery import is_our_link, open_target
+from .recovery import is_our_link, open_target, our_names
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +73,12 @@ class Writer:
         self.ownership = ownership
         self.fsync = fsync
         self._live: Generation | None = None
-        self._names: set[str] = set()  # the live generation's top-level names
-        self._links: set[str] = set()  # our links in the target
+        self._files: dict[str, bytes] = {}  # what the live generation holds: path -> digest
+        self._tops: dict[str, int] = {}  # top-level name -> files below it in the live generation
+        self._found: set[str] | None = set()  # at start: every path found, and whether links are right
+        self._links_found: set[str] = set()  # at start: our links in the target
+        self._epoch = 0  # swaps so far: what the live generation holds
+        self._history = History()
         self._stale = Stale(target, grace, clock)
         self._ahead: Generation | None = None  # the next generation, made ahead
         self._blanks = Blanks(target, ownership)
@@ -79,9 +88,11 @@ class Writer:
     def open(self) -> None:
         """Create the target if missing, clean crash leftovers, and index the live generation."""
         found = open_target(self.target, self.ownership)
-        self._live, self._links = found.live, found.links
-        if self._live is not None:
-            self._names = _top_level_names(self._live.files)
+        self._live, self._files, self._links_found = found.live, found.files, found.links
+        for path in self._files:
+            top = _top(path)
+            self._tops[top] = self._tops.get(top, 0) + 1
+        self._found = set(self._files)
 
     # -- questions -----------------------------------------------------------------------------------------
 
@@ -93,68 +104,105 @@ class Writer:
     @property
     def files(self) -> Mapping[str, bytes]:
         """The live generation's files: relative path -> digest."""
-        return {} if self._live is None else self._live.files
+        return self._files
 
     def is_foreign(self, name: str) -> bool:
         """Whether a top-level name is taken by something this tool did not create."""
-        if name in self._links:
+        if name in self._tops:
             return False
-        return os.path.lexists(self.target / name) and not is_our_link(self.target, name)
+        return os.path.lexists(self._prefix + name) and not is_our_link(self.target, name)
+
+    def foreign_names(self) -> set[str]:
+        """Every top-level name taken by something this tool did not create (one pass over the target)."""
+        return our_names(self.target, theirs=True)
 
     def read(self, path: str) -> bytes:
         """A file's content in the live generation."""
         assert self._live is not None
-        with open(self.target / self._live.name / path, "rb") as handle:
+        with open(f"{self._prefix}{self._live.name}/{path}", "rb") as handle:
             return handle.read()
 
     @property
     def has_garbage(self) -> bool:
-        return self._stale.pending
+        """Whether ``collect_garbage`` has work: generations to remove, or to bring up to date."""
+        return self._stale.pending or self._stale.behind(self._epoch)
 
     # -- writing -------------------------------------------------------------------------------------------
 
     def apply(
         self,
-        wanted: Mapping[str, bytes],
+        changes: Mapping[str, bytes | None],
         content: Callable[[str], bytes],
         accept: Callable[[Path], bool] | None = None,
     ) -> bool:
-        """Make the target hold exactly ``wanted`` (path -> digest); True if a new generation went live.
+        """Change what the target holds by ``changes``; True if a new generation went live.
 
-        ``content(path)`` gives the bytes of a path that is not already live with that digest.
-        ``accept(candidate)``, if given, sees the complete candidate generation before the swap; when
-        it says no, the candidate is removed and :class:`Rejected` is raised.
+        ``content(path)`` gives the bytes of a changed path. ``accept(candidate)``, if given, sees the
+        complete candidate generation before the swap; when it says no, the candidate is removed and
+        :class:`Rejected` is raised. The first change after ``open`` is the whole of what the target must
+        hold: what was found there and is not in it goes.
         """
-        live = self._live
-        same_paths = live is not None and wanted.keys() == live.files.keys()
-        names = self._names if same_paths else _top_level_names(wanted)
-        if live is not None and wanted == live.files and self._links == names:  # 1
+        found = self._found
+        effective = {path: new for path, new in changes.items() if self._files.get(path) != new}  # 1
+        if found:
+            effective.update((path, None) for path in found if path not in changes)
+        appear, vanish = self._names_changed(effective)
+        if not effective and not appear and not vanish and self._live is not None:
+            self._found = None
             return False
         ready, self._ahead = self._ahead, None
-        candidate, root = self._candidates.get(ready, newer=1)  # 2
+        candidate, root = self._candidates.get(ready, newer=1, paths=effective)  # 2
         try:
-            self._filler.fill(candidate, root, wanted, content, live)  # 3
+            needed = self._needed(candidate, effective)
+            self._filler.fill(candidate, root, needed, content, self._live, self._files)  # 3
             if accept is not None and not accept(self.target / candidate.name):
                 self._stale.remove(candidate.name)
                 raise Rejected(candidate.name)
-            self._link(names - self._links)  # 5
+            self._link(appear)  # 5
         except OSError as exc:
             self._stale.remove(candidate.name)  # 4
             raise WriteError(describe(exc, self.target / candidate.name)) from None
         finally:
             os.close(root)
         self._swap(candidate)  # 6
-        self._unlink(self._links - names)  # 7
-        if live is not None:  # 8
-            self._stale.add(live)
-        self._live = candidate
-        self._names = self._links = names  # both only ever replaced, never changed in place
+        self._unlink(vanish)  # 7
+        self._replace(candidate, effective)  # 8
         return True
+
+    def _names_changed(self, effective: Mapping[str, bytes | None]) -> tuple[set[str], set[str]]:
+        """The top-level names the changes bring and take away (and, the first time, the links to
+        repair: missing ones, and ours for names that are not there)."""
+        counts: dict[str, int] = {}
+        for path, new in effective.items():
+            top = _top(path)
+            before = counts.get(top, self._tops.get(top, 0))
+            counts[top] = before + (new is not None) - (path in self._files)
+        appear = {top for top, count in counts.items() if count and not self._tops.get(top)}
+        vanish = {top for top, count in counts.items() if not count and self._tops.get(top)}
+        if self._found is not None:  # the first change since open: make the links right
+            names = {top for top, count in {**self._tops, **counts}.items() if count}
+            appear |= names - self._links_found
+            vanish |= self._links_found - names
+        return appear, vanish
+
+    def _needed(
+        self, candidate: Generation, effective: Mapping[str, bytes | None]
+    ) -> dict[str, bytes | None]:
+        """What the candidate must change: what it lacks of the live generation, and the changes."""
+        if candidate.epoch < 0:  # new and empty
+            needed: dict[str, bytes | None] = dict(self._files)
+        else:
+            needed = {path: self._files.get(path) for path in self._history.since(candidate.epoch)}
+        needed.update(effective)
+        return needed
 
     def _link(self, names: set[str]) -> None:
         for name in sorted(names):
-            if not is_our_link(self.target, name):  # one left dangling by a failed swap is reused
-                os.symlink(f"{DATA_LINK}/{name}", self.target / name)
+            try:
+                os.symlink(f"{DATA_LINK}/{name}", self._prefix + name)
+            except FileExistsError:
+                if not is_our_link(self.target, name):  # (one left dangling by a failed swap is reused)
+                    raise
 
     def _swap(self, candidate: Generation) -> None:
         """Name the candidate for this moment and rename a link to it over ``..data``."""
@@ -175,17 +223,41 @@ class Writer:
         for name in names:
             if is_our_link(self.target, name):
                 try:
-                    os.unlink(self.target / name)
+                    os.unlink(self._prefix + name)
                 except OSError as exc:
                     log.warning("cannot remove link %s: %s", name, exc.strerror)
+
+    def _replace(self, candidate: Generation, effective: Mapping[str, bytes | None]) -> None:
+        """The candidate is live: the old one replaced, what it holds recorded."""
+        if self._live is not None:
+            self._stale.add(self._live)
+        for path, new in effective.items():
+            top = _top(path)
+            if path in self._files:
+                self._tops[top] -= 1
+            if new is None:
+                self._files.pop(path, None)
+            else:
+                self._files[path] = new
+                self._tops[top] = self._tops.get(top, 0) + 1
+            if not self._tops.get(top):
+                self._tops.pop(top, None)
+        self._epoch += 1
+        candidate.epoch, self._live, self._found = self._epoch, candidate, None
+        self._history.add(self._epoch, effective)
+        self._forget_history()
+
+    def _forget_history(self) -> None:
+        """Keep the history back to the oldest generation that may be brought up to date."""
+        oldest = [self._stale.oldest_epoch, None if self._ahead is None else self._ahead.epoch]
+        self._history.keep_after(min((e for e in oldest if e is not None), default=self._epoch))
 
     # -- ahead and after -------------------------------------------------------------------------------------
 
     def prepare(self) -> None:
         """Make ahead what the next change needs but does not depend on (ahead.py). Each part that
         cannot be made now is made by the change itself."""
-        # Not from a generation found at start: it may hold odd files, which its first change replaces.
-        if self._ahead is None and self._live is not None and self._live.directories is not None:
+        if self._ahead is None and self._live is not None:
             self._ahead = self._twin()
         try:
             self._blanks.fill()
@@ -193,27 +265,45 @@ class Writer:
             log.debug("cannot make blank files ahead (files are created when needed): %s", exc.strerror)
 
     def _twin(self) -> Generation | None:
-        """The next generation, made equal to the live one: a stale one due for removal if there is
-        one (it differs by the last few changes), else a new one (every file linked)."""
-        assert self._live is not None
+        """The next generation, made to hold what the live one holds: the oldest replaced one due,
+        brought up to date, or a new one with every file linked."""
         try:
-            twin, root = self._candidates.get(None, newer=0)
+            twin, root = self._candidates.get(None, newer=0, paths=())
         except WriteError as exc:
             log.debug("cannot prepare the next generation: %s", exc)
             return None
+        return twin if self._catch_up(twin, root) else None
+
+    def _catch_up(self, generation: Generation, root: int) -> bool:
+        """Make a generation taken out of the stale ones hold what the live one holds (its directory
+        ``root`` is closed); False if it cannot, and it is removed."""
         try:
-            self._filler.fill(twin, root, self._live.files, self.read, self._live)  # all linked: none read
+            needed = self._needed(generation, {})
+            self._filler.fill(generation, root, needed, self.read, self._live, self._files)
         except OSError as exc:
-            log.debug("cannot prepare the next generation: %s", describe(exc, self.target / twin.name))
-            self._stale.remove(twin.name)
-            return None
+            log.debug("cannot bring %s up to date: %s", generation.name, describe(exc, self.target))
+            self._stale.remove(generation.name)
+            return False
         finally:
             os.close(root)
-        return twin
+        generation.epoch = self._epoch
+        self._forget_history()
+        return True
 
     def collect_garbage(self, everything: bool = False) -> None:
-        """Remove the stale generations due (garbage.py); ``everything``: all of them."""
+        """Remove the replaced generations beyond those kept for reuse (garbage.py), and bring those
+        kept and past their grace up to date, so that what changed or went is not left on disk;
+        ``everything``: remove all of them."""
         self._stale.collect(everything)
+        while (generation := self._stale.take_behind(self._epoch)) is not None:
+            try:
+                root = self._candidates.reuse(generation)
+            except WriteError as exc:
+                log.debug("cannot bring %s up to date: %s", generation.name, exc)
+                continue
+            if root is not None and self._catch_up(generation, root):
+                self._stale.put_back(generation)
+        self._forget_history()
 
     def close(self) -> None:
         """Remove what was made ahead: nothing of ours is left half-made."""
@@ -223,5 +313,7 @@ class Writer:
             self._stale.remove(ready.name)
 
 
-def _top_level_names(paths: Iterable[str]) -> set[str]:
-    return {path.split("/", 1)[0] for path in paths}
+def _top(path: str) -> str:
+    """A path's top-level name: the path itself when it has no directory (the same string, not a copy)."""
+    end = path.find("/")
+    return path if end < 0 else path[:end]
