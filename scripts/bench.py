@@ -11,12 +11,14 @@ the number of keys to docs/benchmarks.png. Figures:
 2. the watch call: commit to response on our own thread for the three ways grpc can make it;
 3. scale: 10,000 keys of 2 KiB in 100 subdirectories: start-to-child time, one-key update latency,
    resident memory, disk used;
-4. cost growth: one-key update latency and memory at 100 to 50,000 keys;
+4. cost growth: one-key update latency, start and memory at 100 to 100,000 keys of a flat prefix, side by
+   side with the original when given;
 5. burst: 200 single-key puts as fast as possible: signals sent, time until the files equal etcd,
    and the same with ``--wait=200ms``;
 6. fleets: 100 dispensers on one prefix, directly and through ``etcd grpc-proxy``: commit to the last
    one signalled, etcd's CPU time, resident memory per dispenser, watchers etcd holds;
-7. what one freshness check costs etcd (and the proxy).
+7. resident memory at 100 keys, with and without ``--metrics-address``, and the original's;
+8. what one freshness check costs etcd (and the proxy).
 
 Usage: .venv/bin/python scripts/bench.py [--quick] [--original PATH] [--ours PATH]   (etcd, etcdctl on PATH)
 """
@@ -48,7 +50,7 @@ from bench_tools import (
     etcd_with,
     ours,
 )
-from etcd_server import EtcdServer, GrpcProxy
+from etcd_server import EtcdServer, GrpcProxy, free_port
 from pyetcd import etcdrpc
 
 from projector import watchcall
@@ -340,14 +342,34 @@ def main() -> None:
     cells = (f"{r['start_s']:.2f} s", f"{ms(r['p50'])} ms", f"{ms(r['p99'])} ms", mib(r["rss_mib"]))
     emit(row(*cells, mib(r["disk_mib"])))
 
-    lines += ["", "## 4. Cost growth: one-key update (values of 64 bytes, 100 subdirectories)", ""]
-    lines += table("keys", "start", "update p50", "update p99", "RSS")
-    growth = []
-    for keys in (100, 1000, 10_000) if args.quick else (100, 1000, 10_000, 50_000):
-        r = latency(ours(), keys, rounds // 4, paired=False, subdirs=100)
-        growth.append(r)
-        cells = (f"{r['start_s']:.2f} s", f"{ms(r['p50'])} ms", f"{ms(r['p99'])} ms", mib(r["rss_mib"]))
-        emit(row(keys, *cells))
+    lines += [
+        "",
+        "## 4. Cost growth: one-key update after a warm-up of 10 changes (flat prefix, values of 64 bytes)",
+        "",
+    ]
+    lines += table(
+        "keys", "tool", "start to child running", "update p50", "update p99", "RSS", "ours / original"
+    )
+    growth: dict[str, list[dict[str, float]]] = {}
+    for keys in (100, 1000, 10_000) if args.quick else (100, 1000, 10_000, 50_000, 100_000):
+        for label, program in [("ours", ours())] + (
+            [("original", [str(args.original)])] if args.original else []
+        ):
+            r = latency(program, keys, rounds // 4, paired=False, warm_up=10)
+            growth.setdefault(label, []).append(r)
+            mine = growth["ours"][-1]
+            compared = (
+                f"{mine['p50'] / r['p50']:.2f} at p50, {mine['p99'] / r['p99']:.2f} at p99"
+                if label != "ours"
+                else ""
+            )
+            cells = (
+                f"{r['start_s']:.2f} s",
+                f"{ms(r['p50'], 2)} ms",
+                f"{ms(r['p99'], 2)} ms",
+                mib(r["rss_mib"]),
+            )
+            emit(row(keys, label, *cells, compared))
 
     lines += ["", "## 5. Burst: single-key puts as fast as possible", ""]
     lines += table("flags", "puts", "signals", "files equal etcd after the last put")
@@ -373,7 +395,18 @@ def main() -> None:
         latencies = (f"{ms(f['p50'])} ms", f"{ms(f['p99'])} ms")
         emit(row(label, *latencies, *cpu, mib(f["rss_mib"]), f"{f['watchers']:.0f}"))
 
-    lines += ["", "## 7. What one freshness check costs (CPU time, one dispenser checking every 100 ms)", ""]
+    lines += ["", "## 7. Resident memory at 100 keys", ""]
+    lines += table("tool", "RSS")
+    tools = [
+        ("ours", ours(), ()),
+        ("ours with --metrics-address", ours(), (f"--metrics-address=127.0.0.1:{free_port()}",)),
+    ]
+    for label, program, flags in tools + ([("original", [str(args.original)], ())] if args.original else []):
+        with session(program, 100, flags=flags) as (_etcd, _endpoint, projector, _reports, _started):
+            time.sleep(1)
+            emit(row(label, mib(projector.rss_mib())))
+
+    lines += ["", "## 8. What one freshness check costs (CPU time, one dispenser checking every 100 ms)", ""]
     lines += table("keys under the prefix", "path", "etcd", "proxy")
     for keys, size in ((100, 64), (10_000, 2048)):
         for label, proxy in (("direct", False), ("through grpc-proxy", True)):
@@ -395,16 +428,17 @@ def write_results(path: Path, lines: list[str]) -> None:
     path.write_text(head + results + tail)
 
 
-def plot(growth: list[dict[str, float]], path: Path) -> None:
+def plot(growth: dict[str, list[dict[str, float]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [r["keys"] for r in growth]
     figure, axis = plt.subplots(figsize=(6, 4))
-    axis.plot(keys, [r["p50"] * 1000 for r in growth], marker="o", label="update p50")
-    axis.plot(keys, [r["p99"] * 1000 for r in growth], marker="o", label="update p99")
+    for label, results in growth.items():
+        keys = [r["keys"] for r in results]
+        axis.plot(keys, [r["p50"] * 1000 for r in results], marker="o", label=f"{label}: update p50")
+        axis.plot(keys, [r["p99"] * 1000 for r in results], marker="o", linestyle="--", label=f"{label}: p99")
     axis.set_xscale("log")
     axis.set_xlabel("keys projected")
     axis.set_ylabel("commit to signal (ms)")
