@@ -224,6 +224,8 @@ class KeyTable:
             if new is not None and path not in self._refused:
                 self.held.pop(path, None)
         self._changes = {}
+        if not self.held:
+            self.held = {}  # an emptied dict keeps its size: 2 MiB after a snapshot of 50,000 keys
 
     @property
     def keys(self) -> int:

@@ -14,7 +14,7 @@ each step costing what the change touches, not the size of the tree (layout.py d
  4. Any failure so far removes the candidate and leaves the live generation untouched.
  5. Create the links ``name -> ..data/name`` for top-level names the change brings, so that each
     resolves the moment ``..data`` flips (until then they dangle: "not there yet"). The writer counts
-    the files under each top-level name, so it knows which names come and go without a pass.
+    the files under each top-level directory, so it knows which names come and go without a pass.
  6. Swap: name the candidate for the current time (rename(2) of its directory), point a uniquely
     named temporary link at it and rename(2) that over ``..data``. This is the only step readers can
     observe, and it is atomic. With ``fsync`` the target is flushed.
@@ -74,7 +74,7 @@ class Writer:
         self.fsync = fsync
         self._live: Generation | None = None
         self._files: dict[str, bytes] = {}  # what the live generation holds: path -> digest
-        self._tops: dict[str, int] = {}  # top-level name -> files below it in the live generation
+        self._below: dict[str, int] = {}  # top-level directory -> files below it in the live generation
         self._found: set[str] | None = set()  # at start: every path found, and whether links are right
         self._links_found: set[str] = set()  # at start: our links in the target
         self._epoch = 0  # swaps so far: what the live generation holds
@@ -91,7 +91,8 @@ class Writer:
         self._live, self._files, self._links_found = found.live, found.files, found.links
         for path in self._files:
             top = _top(path)
-            self._tops[top] = self._tops.get(top, 0) + 1
+            if top != path:
+                self._below[top] = self._below.get(top, 0) + 1
         self._found = set(self._files)
 
     # -- questions -----------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ class Writer:
 
     def is_foreign(self, name: str) -> bool:
         """Whether a top-level name is taken by something this tool did not create."""
-        if name in self._tops:
+        if self._files_under(name):
             return False
         return os.path.lexists(self._prefix + name) and not is_our_link(self.target, name)
 
@@ -175,15 +176,21 @@ class Writer:
         counts: dict[str, int] = {}
         for path, new in effective.items():
             top = _top(path)
-            before = counts.get(top, self._tops.get(top, 0))
+            before = counts.get(top, self._files_under(top))
             counts[top] = before + (new is not None) - (path in self._files)
-        appear = {top for top, count in counts.items() if count and not self._tops.get(top)}
-        vanish = {top for top, count in counts.items() if not count and self._tops.get(top)}
+        appear = {top for top, count in counts.items() if count and not self._files_under(top)}
+        vanish = {top for top, count in counts.items() if not count and self._files_under(top)}
         if self._found is not None:  # the first change since open: make the links right
-            names = {top for top, count in {**self._tops, **counts}.items() if count}
+            names = {top for top in map(_top, self._files) if top not in counts}
+            names |= {top for top, count in counts.items() if count}
             appear |= names - self._links_found
             vanish |= self._links_found - names
         return appear, vanish
+
+    def _files_under(self, top: str) -> int:
+        """How many live files a top-level name stands for: 1 for a file, those below a directory
+        (counted for directories only: a flat prefix of 50,000 keys needs no second table)."""
+        return self._below.get(top) or int(top in self._files)
 
     def _needed(
         self, candidate: Generation, effective: Mapping[str, bytes | None]
@@ -232,16 +239,17 @@ class Writer:
         if self._live is not None:
             self._stale.add(self._live)
         for path, new in effective.items():
-            top = _top(path)
-            if path in self._files:
-                self._tops[top] -= 1
+            top, was = _top(path), path in self._files
             if new is None:
                 self._files.pop(path, None)
             else:
                 self._files[path] = new
-                self._tops[top] = self._tops.get(top, 0) + 1
-            if not self._tops.get(top):
-                self._tops.pop(top, None)
+            if top != path:
+                count = self._below.get(top, 0) - was + (new is not None)
+                if count:
+                    self._below[top] = count
+                else:
+                    self._below.pop(top, None)
         self._epoch += 1
         candidate.epoch, self._live, self._found = self._epoch, candidate, None
         self._history.add(self._epoch, effective)
