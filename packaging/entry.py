@@ -1,4 +1,4 @@
-"""Entry point of the single-file executable that scripts/build-binary makes with PyInstaller.
+"""Entry point of the one-directory binary that scripts/build-binary makes with PyInstaller.
 
 The executable is also the launcher of the command it supervises (projector/launch.py), recognised by
 its first argument before anything else is imported."""

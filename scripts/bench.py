@@ -309,6 +309,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "docs")
     parser.add_argument("--dir", type=Path, default=bench_tools.WORK, help="for etcd's data and the targets")
     parser.add_argument("--ours", default=bench_tools.OURS, help="the etcd-config-dispenser to measure")
+    parser.add_argument(
+        "--binary",
+        type=Path,
+        default=ROOT / "dist" / "etcd-config-dispenser" / "etcd-config-dispenser",
+        help="the binary of scripts/build-binary, measured beside the installed package if it exists",
+    )
     args = parser.parse_args()
     bench_tools.WORK, bench_tools.OURS = args.dir, args.ours
     rounds = 40 if args.quick else 200
@@ -398,16 +404,18 @@ def main() -> None:
         latencies = (f"{ms(f['p50'])} ms", f"{ms(f['p99'])} ms")
         emit(row(label, *latencies, *cpu, mib(f["rss_mib"]), f"{f['watchers']:.0f}"))
 
-    lines += ["", "## 7. Resident memory at 100 keys", ""]
-    lines += table("tool", "RSS")
+    lines += ["", "## 7. Start and resident memory at 100 keys", ""]
+    lines += table("tool", "start to child running", "RSS")
     tools = [
-        ("ours", ours(), ()),
+        ("ours (the installed package)", ours(), ()),
         ("ours with --metrics-address", ours(), (f"--metrics-address=127.0.0.1:{free_port()}",)),
     ]
+    if args.binary.exists():
+        tools.append(("ours as the one-directory binary (scripts/build-binary)", [str(args.binary)], ()))
     for label, program, flags in tools + ([("original", [str(args.original)], ())] if args.original else []):
-        with session(program, 100, flags=flags) as (_etcd, _endpoint, projector, _reports, _started):
+        with session(program, 100, flags=flags) as (_etcd, _endpoint, projector, _reports, started):
             time.sleep(1)
-            emit(row(label, mib(projector.rss_mib())))
+            emit(row(label, f"{started:.2f} s", mib(projector.rss_mib())))
 
     lines += ["", "## 8. What one freshness check costs (CPU time, one dispenser checking every 100 ms)", ""]
     lines += table("keys under the prefix", "path", "etcd", "proxy")
