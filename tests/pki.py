@@ -86,3 +86,13 @@ def make_pki(directory: Path, client_name: str = "alice") -> Pki:
             )
         )
     return pki
+
+
+def server_pair(common: str = "localhost") -> tuple[bytes, bytes]:
+    """A self-signed server certificate for 127.0.0.1 and its key, as PEM: what a rotation writes."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = _issue(common, key, _name(common), key, [names])
+    return cert.public_bytes(serialization.Encoding.PEM), key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import site
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +17,7 @@ from etcd_auth import ALICE_PASSWORD, enable_auth
 from etcd_server import EtcdServer
 from harness import Run, wait_for
 from pki import make_pki
-
-import projector
+from unprivileged import as_user, reachable_code
 
 UNPRIVILEGED = 65534  # nobody
 # What a reader of the dispenser's initial environment finds, one variable a line; or why not.
@@ -90,44 +87,12 @@ def open_tmp() -> Iterator[Path]:
 
 @pytest.fixture
 def reachable() -> Iterator[list[str]]:
-    """This package and its dependencies where the unprivileged user can read them: bind mounts in a
-    directory of /tmp (the checkout or the virtual environment may be under /root); their paths."""
-    base = Path(tempfile.mkdtemp(prefix="dispenser-reachable-"))
-    os.chmod(base, 0o755)
-    sources = [Path(projector.__file__).parent.parent, *map(Path, site.getsitepackages())]
-    mounted: list[Path] = []
-    try:
-        for n, source in enumerate(sources):
-            point = base / str(n)
-            point.mkdir()
-            done = subprocess.run(
-                ["mount", "--bind", str(source), str(point)], capture_output=True, text=True
-            )
-            if done.returncode != 0:
-                pytest.skip(f"cannot bind-mount {source} for the unprivileged user: {done.stderr.strip()}")
-            mounted.append(point)
-        yield [str(point) for point in mounted]
-    finally:
-        for point in mounted:
-            subprocess.run(["umount", "-l", str(point)], check=False)
-        shutil.rmtree(base, ignore_errors=True)
+    with reachable_code() as paths:
+        yield paths
 
 
 def as_unprivileged(run: Run, paths: list[str]) -> tuple[list[str], dict[str, str]]:
-    """How to run the dispenser as the unprivileged user: Debian's python3 (the test's own interpreter may
-    live where that user cannot go) with ``paths`` (``reachable``) as its path; skips, saying why,
-    where that does not work."""
-    python = shutil.which("python3", path="/usr/bin:/bin")
-    if python is None:
-        pytest.skip("no /usr/bin/python3 for the unprivileged user (Debian's python3)")
-    as_user = ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups", "--"]
-    env = alice(run, PYTHONPATH=":".join(paths))
-    probe = subprocess.run(
-        [*as_user, python, "-m", "projector", "--version"], env=env, capture_output=True, text=True
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"the dispenser cannot run as uid {UNPRIVILEGED} here: {probe.stderr.strip()}")
-    return [*as_user, python, "-m"], env
+    return as_user(UNPRIVILEGED, UNPRIVILEGED, paths, alice(run))
 
 
 def test_commands_of_the_same_user_find_no_password(
