@@ -2,6 +2,7 @@
 
 Its rooms, by job: ``layout`` (the names, and what a generation is), ``recovery`` (what a restart
 finds, what survives a crash), ``writer`` (``Writer.apply``, the numbered algorithm, and the swap),
+``live`` (what the live generation holds, indexed so that a change costs what it touches),
 ``candidates`` (where the generation a change writes into comes from), ``fill`` (making a generation
 hold exactly a set of files), ``ahead`` (what is made ahead for the next change), ``garbage``
 (replaced generations: kept, reused, removed).

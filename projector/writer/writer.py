@@ -13,8 +13,9 @@ each step costing what the change touches, not the size of the tree (layout.py d
     the first byte; the rest are hard links to the live files. With ``fsync`` all is flushed.
  4. Any failure so far removes the candidate and leaves the live generation untouched.
  5. Create the links ``name -> ..data/name`` for top-level names the change brings, so that each
-    resolves the moment ``..data`` flips (until then they dangle: "not there yet"). The writer counts
-    the files under each top-level directory, so it knows which names come and go without a pass.
+    resolves the moment ``..data`` flips (until then they dangle: "not there yet"). The live index
+    (live.py) counts the files under each top-level directory: which names come and go is known
+    without a pass.
  6. Swap: name the candidate for the current time (rename(2) of its directory), point a uniquely
     named temporary link at it and rename(2) that over ``..data``. This is the only step readers can
     observe, and it is atomic. With ``fsync`` the target is flushed.
@@ -51,6 +52,7 @@ from .layout import (
     describe,
     fsync_directory,
 )
+from .live import LiveIndex, top_name
 from .recovery import is_our_link, open_target, our_names
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,8 @@ class Writer:
         self.ownership = ownership
         self.fsync = fsync
         self._live: Generation | None = None
-        self._files: dict[str, bytes] = {}  # what the live generation holds: path -> digest
-        self._below: dict[str, int] = {}  # top-level directory -> files below it in the live generation
+        self._index = LiveIndex({})
+        self._files = self._index.files  # what the live generation holds: path -> digest
         self._found: set[str] | None = set()  # at start: every path found, and whether links are right
         self._links_found: set[str] = set()  # at start: our links in the target
         self._epoch = 0  # swaps so far: what the live generation holds
@@ -88,11 +90,9 @@ class Writer:
     def open(self) -> None:
         """Create the target if missing, clean crash leftovers, and index the live generation."""
         found = open_target(self.target, self.ownership)
-        self._live, self._files, self._links_found = found.live, found.files, found.links
-        for path in self._files:
-            top = _top(path)
-            if top != path:
-                self._below[top] = self._below.get(top, 0) + 1
+        self._live, self._links_found = found.live, found.links
+        self._index = LiveIndex(found.files)
+        self._files = self._index.files
         self._found = set(self._files)
 
     # -- questions -----------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ class Writer:
 
     def is_foreign(self, name: str) -> bool:
         """Whether a top-level name is taken by something this tool did not create."""
-        if self._files_under(name):
+        if self._index.under(name):
             return False
         return os.path.lexists(self._prefix + name) and not is_our_link(self.target, name)
 
@@ -173,24 +173,13 @@ class Writer:
     def _names_changed(self, effective: Mapping[str, bytes | None]) -> tuple[set[str], set[str]]:
         """The top-level names the changes bring and take away (and, the first time, the links to
         repair: missing ones, and ours for names that are not there)."""
-        counts: dict[str, int] = {}
-        for path, new in effective.items():
-            top = _top(path)
-            before = counts.get(top, self._files_under(top))
-            counts[top] = before + (new is not None) - (path in self._files)
-        appear = {top for top, count in counts.items() if count and not self._files_under(top)}
-        vanish = {top for top, count in counts.items() if not count and self._files_under(top)}
+        counts, appear, vanish = self._index.names_changed(effective)
         if self._found is not None:  # the first change since open: make the links right
-            names = {top for top in map(_top, self._files) if top not in counts}
+            names = {top for top in map(top_name, self._files) if top not in counts}
             names |= {top for top, count in counts.items() if count}
             appear |= names - self._links_found
             vanish |= self._links_found - names
         return appear, vanish
-
-    def _files_under(self, top: str) -> int:
-        """How many live files a top-level name stands for: 1 for a file, those below a directory
-        (counted for directories only: a flat prefix of 50,000 keys needs no second table)."""
-        return self._below.get(top) or int(top in self._files)
 
     def _needed(
         self, candidate: Generation, effective: Mapping[str, bytes | None]
@@ -238,18 +227,7 @@ class Writer:
         """The candidate is live: the old one replaced, what it holds recorded."""
         if self._live is not None:
             self._stale.add(self._live)
-        for path, new in effective.items():
-            top, was = _top(path), path in self._files
-            if new is None:
-                self._files.pop(path, None)
-            else:
-                self._files[path] = new
-            if top != path:
-                count = self._below.get(top, 0) - was + (new is not None)
-                if count:
-                    self._below[top] = count
-                else:
-                    self._below.pop(top, None)
+        self._index.record(effective)
         self._epoch += 1
         candidate.epoch, self._live, self._found = self._epoch, candidate, None
         self._history.add(self._epoch, effective)
@@ -319,9 +297,3 @@ class Writer:
         ready, self._ahead = self._ahead, None
         if ready is not None:
             self._stale.remove(ready.name)
-
-
-def _top(path: str) -> str:
-    """A path's top-level name: the path itself when it has no directory (the same string, not a copy)."""
-    end = path.find("/")
-    return path if end < 0 else path[:end]

@@ -1,0 +1,62 @@
+"""What the live generation holds, indexed so that a change costs what it touches.
+
+``files`` maps every live path to its content's digest. ``LiveIndex`` also counts the files under each
+top-level directory, so the top-level names that a change brings (a link to make) and takes away (a
+link to remove) are known from the changed paths alone, without a pass over the tree. A flat prefix
+of 50,000 keys needs no second table: only directories are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class LiveIndex:
+    """The live generation's files (path -> digest) and how many live under each top-level directory."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self._below: dict[str, int] = {}  # top-level directory -> files below it
+        for path in files:
+            top = top_name(path)
+            if top != path:
+                self._below[top] = self._below.get(top, 0) + 1
+
+    def under(self, top: str) -> int:
+        """How many live files a top-level name stands for: 1 for a file, those below a directory."""
+        return self._below.get(top) or int(top in self.files)
+
+    def names_changed(
+        self, effective: Mapping[str, bytes | None]
+    ) -> tuple[dict[str, int], set[str], set[str]]:
+        """For changes (path -> digest, None to remove): how many files each touched top-level name
+        will stand for, the names they bring and the names they take away."""
+        counts: dict[str, int] = {}
+        for path, new in effective.items():
+            top = top_name(path)
+            before = counts.get(top, self.under(top))
+            counts[top] = before + (new is not None) - (path in self.files)
+        appear = {top for top, count in counts.items() if count and not self.under(top)}
+        vanish = {top for top, count in counts.items() if not count and self.under(top)}
+        return counts, appear, vanish
+
+    def record(self, effective: Mapping[str, bytes | None]) -> None:
+        """The changes went live."""
+        for path, new in effective.items():
+            top, was = top_name(path), path in self.files
+            if new is None:
+                self.files.pop(path, None)
+            else:
+                self.files[path] = new
+            if top != path:
+                count = self._below.get(top, 0) - was + (new is not None)
+                if count:
+                    self._below[top] = count
+                else:
+                    self._below.pop(top, None)
+
+
+def top_name(path: str) -> str:
+    """A path's top-level name: the path itself when it has no directory (the same string, not a copy)."""
+    end = path.find("/")
+    return path if end < 0 else path[:end]
