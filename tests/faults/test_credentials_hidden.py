@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from etcd_auth import ALICE_PASSWORD, enable_auth
+from etcd_auth import ALICE_PASSWORD
 from etcd_server import EtcdServer
 from harness import Run, wait_for
 from pki import make_pki
@@ -39,14 +39,6 @@ def reader(out: Path, *prefix: str) -> list[str]:
 
 def found(out: Path) -> str:
     return wait_for(lambda: out.exists() and out.read_text(), 15, f"the reader's report in {out}")
-
-
-@pytest.fixture
-def auth_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    with EtcdServer(tmp_path / "etcd-data").running() as server:
-        server.put(("/cfg/a", "1"))
-        enable_auth(server)
-        yield server
 
 
 def alice(run: Run, **extra: str) -> dict[str, str]:

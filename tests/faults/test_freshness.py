@@ -5,11 +5,9 @@ removed user (one error line, the files and the child stay, and it recovers by i
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from etcd_auth import ALICE_PASSWORD, add_alice, enable_auth, grant_reading, remove_alice, revoke_reading
+from etcd_auth import ALICE_PASSWORD, add_alice, grant_reading, remove_alice, revoke_reading
 from etcd_server import EtcdServer, free_port
 from harness import Run, get, metric, wait_for
 
@@ -42,14 +40,6 @@ def test_an_idle_prefix_is_confirmed_current_at_each_interval(run: Run) -> None:
     assert last_sync(port) > first + 2
     assert time.time() - last_sync(port) < 3
     assert run.signals() == []
-
-
-@pytest.fixture
-def auth_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    with EtcdServer(tmp_path / "etcd-data").running() as server:
-        server.put(("/cfg/a", "1"))
-        enable_auth(server)
-        yield server
 
 
 def alice_run(tmp_path: Path, etcd: EtcdServer, port: int) -> Run:
