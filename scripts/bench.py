@@ -17,7 +17,8 @@ the number of keys to docs/benchmarks.png. Figures:
    and the same with ``--wait=200ms``;
 6. fleets: 100 dispensers on one prefix, directly and through ``etcd grpc-proxy``: commit to the last
    one signalled, etcd's CPU time, resident memory per dispenser, watchers etcd holds;
-7. resident memory at 100 keys, with and without ``--metrics-address``, and the original's;
+7. start and resident memory at 100 keys: the installed package with and without ``--metrics-address``,
+   the one-directory binary of scripts/build-binary, and the original;
 8. what one freshness check costs etcd (and the proxy).
 
 Usage: .venv/bin/python scripts/bench.py [--quick] [--original PATH] [--ours PATH]   (etcd, etcdctl on PATH)
