@@ -1,10 +1,12 @@
 """A throwaway certificate authority for TLS tests: a CA, a server certificate for 127.0.0.1, and a
-client certificate, written as PEM files."""
+client certificate, written as PEM files; server pairs for rotations, and what a TLS server serves."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +98,24 @@ def server_pair(common: str = "localhost") -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+def der(pem: bytes | str) -> bytes:
+    """A PEM certificate as DER, as a TLS peer presents it."""
+    return ssl.PEM_cert_to_DER_cert(pem if isinstance(pem, str) else pem.decode())
+
+
+def https_get(port: int) -> tuple[bytes, bytes]:
+    """``GET /`` over TLS on 127.0.0.1 (the certificate not verified): the whole response, and the
+    certificate the server presented (DER)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
+        tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        response = b""
+        while chunk := tls.recv(4096):
+            response += chunk
+        certificate = tls.getpeercert(binary_form=True)
+        assert certificate is not None
+        return response, certificate

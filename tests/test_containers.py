@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from pathlib import Path
 import pytest
 from etcd_server import EtcdServer
 from harness import wait_for
+from pki import der, https_get
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("build", "tools", "nginx", "image")
@@ -146,28 +145,16 @@ def logs(service: str) -> str:
 
 
 def served_certificate() -> bytes | None:
-    """The certificate compose's nginx serves on https://localhost:8443/ (DER), after a whole request."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    """The certificate compose's nginx serves on https://localhost:8443/ (DER); None until it answers."""
     try:
-        with (
-            socket.create_connection(("127.0.0.1", 8443), timeout=5) as raw,
-            context.wrap_socket(raw) as tls,
-        ):
-            tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            response = b""
-            while chunk := tls.recv(4096):
-                response += chunk
-            if b"served with the certificate from etcd" not in response:
-                return None
-            return tls.getpeercert(binary_form=True)
+        response, certificate = https_get(8443)
     except OSError:
         return None
+    return certificate if b"served with the certificate from etcd" in response else None
 
 
 def example_certificate() -> bytes:
-    return ssl.PEM_cert_to_DER_cert((ROOT / "examples" / "certs" / "cert.pem").read_text())
+    return der((ROOT / "examples" / "certs" / "cert.pem").read_text())
 
 
 def test_compose_serves_the_example_certificate_and_a_rotation_reaches_nginx_without_a_restart(

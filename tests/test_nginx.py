@@ -6,8 +6,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import signal
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 from etcd_server import free_port
 from harness import Run, wait_for
-from pki import server_pair
+from pki import der, https_get, server_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
@@ -64,21 +62,9 @@ class Nginx:
 
     def served(self) -> bytes:
         """The certificate (DER) of one new TLS connection, after a whole HTTP request on it."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        with (
-            socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw,
-            context.wrap_socket(raw) as tls,
-        ):
-            tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            response = b""
-            while chunk := tls.recv(4096):
-                response += chunk
-            assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"served\n"), response
-            certificate = tls.getpeercert(binary_form=True)
-            assert certificate is not None
-            return certificate
+        response, certificate = https_get(self.port)
+        assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"served\n"), response
+        return certificate
 
     def log(self) -> str:
         return self.error_log.read_text() if self.error_log.exists() else ""
@@ -91,10 +77,6 @@ class Nginx:
 
     def workers(self) -> list[int]:
         return [pid for pid in child_pids(self.master()) if b"worker process" in cmdline(pid)]
-
-
-def der(pem: bytes) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(pem.decode())
 
 
 @pytest.fixture

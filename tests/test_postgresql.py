@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from etcd_server import EtcdServer, free_port
 from harness import Run, wait_for
-from pki import server_pair
+from pki import der, server_pair
 from unprivileged import as_user, reachable_code
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)  # the protocol's SSLRequest message
@@ -122,10 +122,6 @@ def work(postgres_user: pwd.struct_passwd) -> Iterator[Path]:
         yield base
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-def der(pem: bytes) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(pem.decode())
 
 
 def test_postgresql_reloads_its_certificate_and_settings_and_is_never_restarted(
