@@ -175,6 +175,7 @@ def test_compose_serves_the_example_certificate_and_a_rotation_reaches_nginx_wit
     nginx = container("nginx")
     master = podman("exec", nginx, "cat", "/proc/1/task/1/children")  # nginx's master, the dispenser's child
     started = podman("inspect", "--format", "{{.State.StartedAt}}", nginx)
+    assert master.isdigit(), master
 
     subprocess.run([str(ROOT / "scripts" / "make-example-certs")], check=True, capture_output=True)
     rotated = example_certificate()
