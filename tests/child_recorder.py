@@ -37,13 +37,7 @@ def record(event: str) -> None:
         handle.write(line + "\n")
 
 
-def on_signal(signum: int, _frame: object) -> None:
-    record(signal.Signals(signum).name)
-    if signum == signal.SIGTERM:
-        sys.exit(int(os.environ.get("CHILD_TERM_EXIT", "0")))
-
-
-for sig in (
+SIGNALS = {
     signal.SIGHUP,
     signal.SIGUSR1,
     signal.SIGUSR2,
@@ -51,8 +45,14 @@ for sig in (
     signal.SIGQUIT,
     signal.SIGINT,
     signal.SIGTERM,
-):
-    signal.signal(sig, on_signal)
+}
+# The signals are blocked and taken one at a time with sigwaitinfo: a handler and a pause() loop would
+# lose a signal that arrives after the handler's last check and before pause(2) blocks (and then wait
+# for the next one forever).
+signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
 record("start")
 while True:
-    signal.pause()
+    signum = signal.sigwaitinfo(SIGNALS).si_signo
+    record(signal.Signals(signum).name)
+    if signum == signal.SIGTERM:
+        sys.exit(int(os.environ.get("CHILD_TERM_EXIT", "0")))
