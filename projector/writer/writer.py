@@ -75,8 +75,7 @@ class Writer:
         self.ownership = ownership
         self.fsync = fsync
         self._live: Generation | None = None
-        self._index = LiveIndex({})
-        self._files = self._index.files  # what the live generation holds: path -> digest
+        self._index = LiveIndex({})  # what the live generation holds: path -> digest, and per directory
         self._found: set[str] | None = set()  # at start: every path found, and whether links are right
         self._links_found: set[str] = set()  # at start: our links in the target
         self._epoch = 0  # swaps so far: what the live generation holds
@@ -92,8 +91,7 @@ class Writer:
         found = open_target(self.target, self.ownership)
         self._live, self._links_found = found.live, found.links
         self._index = LiveIndex(found.files)
-        self._files = self._index.files
-        self._found = set(self._files)
+        self._found = set(found.files)
 
     # -- questions -----------------------------------------------------------------------------------------
 
@@ -105,7 +103,7 @@ class Writer:
     @property
     def files(self) -> Mapping[str, bytes]:
         """The live generation's files: relative path -> digest."""
-        return self._files
+        return self._index.files
 
     def is_foreign(self, name: str) -> bool:
         """Whether a top-level name is taken by something this tool did not create."""
@@ -144,7 +142,7 @@ class Writer:
         hold: what was found there and is not in it goes.
         """
         found = self._found
-        effective = {path: new for path, new in changes.items() if self._files.get(path) != new}  # 1
+        effective = {path: new for path, new in changes.items() if self._index.files.get(path) != new}  # 1
         if found:
             effective.update((path, None) for path in found if path not in changes)
         appear, vanish = self._names_changed(effective)
@@ -155,7 +153,7 @@ class Writer:
         candidate, root = self._candidates.get(ready, newer=1, paths=effective)  # 2
         try:
             needed = self._needed(candidate, effective)
-            self._filler.fill(candidate, root, needed, content, self._live, self._files)  # 3
+            self._filler.fill(candidate, root, needed, content, self._live, self._index.files)  # 3
             if accept is not None and not accept(self.target / candidate.name):
                 self._stale.remove(candidate.name)
                 raise Rejected(candidate.name)
@@ -175,7 +173,7 @@ class Writer:
         repair: missing ones, and ours for names that are not there)."""
         counts, appear, vanish = self._index.names_changed(effective)
         if self._found is not None:  # the first change since open: make the links right
-            names = {top for top in map(top_name, self._files) if top not in counts}
+            names = {top for top in map(top_name, self._index.files) if top not in counts}
             names |= {top for top, count in counts.items() if count}
             appear |= names - self._links_found
             vanish |= self._links_found - names
@@ -186,9 +184,9 @@ class Writer:
     ) -> dict[str, bytes | None]:
         """What the candidate must change: what it lacks of the live generation, and the changes."""
         if candidate.epoch < 0:  # new and empty
-            needed: dict[str, bytes | None] = dict(self._files)
+            needed: dict[str, bytes | None] = dict(self._index.files)
         else:
-            needed = {path: self._files.get(path) for path in self._history.since(candidate.epoch)}
+            needed = {path: self._index.files.get(path) for path in self._history.since(candidate.epoch)}
         needed.update(effective)
         return needed
 
@@ -265,7 +263,7 @@ class Writer:
         ``root`` is closed); False if it cannot, and it is removed."""
         try:
             needed = self._needed(generation, {})
-            self._filler.fill(generation, root, needed, self.read, self._live, self._files)
+            self._filler.fill(generation, root, needed, self.read, self._live, self._index.files)
         except OSError as exc:
             log.debug("cannot bring %s up to date: %s", generation.name, describe(exc, self.target))
             self._stale.remove(generation.name)
