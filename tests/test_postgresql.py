@@ -20,7 +20,7 @@ import pytest
 from etcd_server import EtcdServer, free_port
 from harness import Run, wait_for
 from pki import der, server_pair
-from unprivileged import as_user, reachable_code
+from unprivileged import as_user, reachable_code, setpriv
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)  # the protocol's SSLRequest message
 
@@ -40,7 +40,7 @@ class Postgres:
         self.bin = postgres_bin()
         self.port = free_port()
         self.data = work / "data"
-        as_postgres = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
+        as_postgres = setpriv(user.pw_uid, user.pw_gid)
         initdb = [
             str(self.bin / "initdb"),
             "-D",

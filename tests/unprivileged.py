@@ -42,6 +42,11 @@ def reachable_code() -> Iterator[list[str]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def setpriv(uid: int, gid: int) -> list[str]:
+    """The command prefix that runs a program as ``uid``:``gid`` with no supplementary groups."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+
+
 def as_user(uid: int, gid: int, paths: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """The wrapper and environment that run ``python -m projector`` as ``uid``:``gid`` with ``paths``
     (``reachable_code``); skips, saying why, where that does not work."""
@@ -50,7 +55,7 @@ def as_user(uid: int, gid: int, paths: list[str], env: dict[str, str]) -> tuple[
     python = shutil.which("python3", path="/usr/bin:/bin")
     if python is None:
         pytest.skip("no /usr/bin/python3 for another user (Debian's python3)")
-    wrapper = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+    wrapper = setpriv(uid, gid)
     env = {**env, "PYTHONPATH": ":".join(paths)}
     probe = subprocess.run(
         [*wrapper, python, "-m", "projector", "--version"], env=env, capture_output=True, text=True
