@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from projector.settings import Ownership
-from projector.writer import DATA_LINK, MAX_STALE, WriteError, Writer, digest
+from projector.writer import DATA_LINK, MAX_STALE, Rejected, WriteError, Writer, digest, links
 
 
 def hold(writer: Writer, values: dict[str, bytes]) -> bool:
@@ -101,6 +101,33 @@ def test_a_failed_write_leaves_the_live_generation_and_no_partial_one(tmp_path: 
     assert writer.generation == live and generations(tmp_path / "t") == [live]
     assert (tmp_path / "t" / "a").read_bytes() == b"1"
     assert not os.path.lexists(tmp_path / "t" / "z")
+
+
+@pytest.mark.parametrize("outcome", ["write fails", "check refuses"])
+def test_links_made_for_a_candidate_that_does_not_go_live_are_removed(tmp_path: Path, outcome: str) -> None:
+    # Enough new names that their links are made on a thread while the files are written.
+    target = tmp_path / "t"
+    writer = opened(target)
+    hold(writer, {"kept": b"1"})
+    live = writer.generation
+    names = [f"n{i}" for i in range(links.ALONGSIDE + 1)]
+
+    def content(path: str) -> bytes:
+        if outcome == "write fails" and path == names[-1]:
+            raise OSError(28, "No space left on device", path)
+        return b"v"
+
+    changes = {name: digest(b"v") for name in names}
+    if outcome == "write fails":
+        with pytest.raises(WriteError, match="No space left"):
+            writer.apply(changes, content)
+    else:
+        with pytest.raises(Rejected):
+            writer.apply(changes, content, accept=lambda candidate: len(os.listdir(candidate)) < 0)
+    assert writer.generation == live and generations(target) == [live]
+    assert sorted(os.listdir(target)) == sorted([DATA_LINK, str(live), "kept"])
+    assert hold(writer, {"kept": b"1", "n0": b"v"})  # and the next change works
+    assert (target / "n0").read_bytes() == b"v" and not os.path.lexists(target / "n1")
 
 
 def test_replaced_generations_are_kept_for_reuse_and_no_more(tmp_path: Path) -> None:

@@ -11,11 +11,12 @@ each step costing what the change touches, not the size of the tree (layout.py d
     for the one made ahead; what the swaps since its time changed for a reused one (the history); every
     file for a new one. Changed files are written into blanks made ahead, mode and owner set before
     the first byte; the rest are hard links to the live files. With ``fsync`` all is flushed.
- 4. Any failure so far removes the candidate and leaves the live generation untouched.
- 5. Create the links ``name -> ..data/name`` for top-level names the change brings, so that each
-    resolves the moment ``..data`` flips (until then they dangle: "not there yet"). The live index
-    (live.py) counts the files under each top-level directory: which names come and go is known
-    without a pass.
+ 4. Any failure so far (or the check's refusal) removes the candidate and the links step 5 made, and
+    leaves the live generation untouched.
+ 5. Create the links ``name -> ..data/name`` for top-level names the change brings (links.py), so that
+    each resolves the moment ``..data`` flips (until then they dangle: "not there yet"); after step 3,
+    or during it, on a thread of their own, when the change brings many. The live index (live.py)
+    counts the files under each top-level directory: which names come and go is known without a pass.
  6. Swap: name the candidate for the current time (rename(2) of its directory), point a uniquely
     named temporary link at it and rename(2) that over ``..data``. This is the only step readers can
     observe, and it is atomic. With ``fsync`` the target is flushed.
@@ -39,6 +40,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..settings import Ownership
+from . import links
 from .ahead import Blanks
 from .candidates import Candidates, History
 from .fill import Filler
@@ -152,19 +154,19 @@ class Writer:
         ready, self._ahead = self._ahead, None
         candidate, root = self._candidates.get(ready, newer=1, paths=effective)  # 2
         try:
-            needed = self._needed(candidate, effective)
-            self._filler.fill(candidate, root, needed, content, self._live, self._index.files)  # 3
-            if accept is not None and not accept(self.target / candidate.name):
-                self._stale.remove(candidate.name)
-                raise Rejected(candidate.name)
-            self._link(appear)  # 5
+            with links.linking(self.target, appear):  # 5, alongside 3
+                needed = self._needed(candidate, effective)
+                self._filler.fill(candidate, root, needed, content, self._live, self._index.files)  # 3
+                if accept is not None and not accept(self.target / candidate.name):
+                    self._stale.remove(candidate.name)
+                    raise Rejected(candidate.name)
         except OSError as exc:
             self._stale.remove(candidate.name)  # 4
             raise WriteError(describe(exc, self.target / candidate.name)) from None
         finally:
             os.close(root)
         self._swap(candidate)  # 6
-        self._unlink(vanish)  # 7
+        links.remove(self.target, vanish)  # 7
         self._replace(candidate, effective)  # 8
         return True
 
@@ -190,14 +192,6 @@ class Writer:
         needed.update(effective)
         return needed
 
-    def _link(self, names: set[str]) -> None:
-        for name in sorted(names):
-            try:
-                os.symlink(f"{DATA_LINK}/{name}", self._prefix + name)
-            except FileExistsError:
-                if not is_our_link(self.target, name):  # (one left dangling by a failed swap is reused)
-                    raise
-
     def _swap(self, candidate: Generation) -> None:
         """Name the candidate for this moment and rename a link to it over ``..data``."""
         candidate.name = self._candidates.rename(candidate.name)  # removed if it cannot be
@@ -212,14 +206,6 @@ class Writer:
             with contextlib.suppress(OSError):  # left for open() to clean if the target is read-only
                 os.unlink(temporary)
             raise WriteError(describe(exc, self.target / DATA_LINK)) from None
-
-    def _unlink(self, names: set[str]) -> None:
-        for name in names:
-            if is_our_link(self.target, name):
-                try:
-                    os.unlink(self._prefix + name)
-                except OSError as exc:
-                    log.warning("cannot remove link %s: %s", name, exc.strerror)
 
     def _replace(self, candidate: Generation, effective: Mapping[str, bytes | None]) -> None:
         """The candidate is live: the old one replaced, what it holds recorded."""
