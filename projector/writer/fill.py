@@ -23,8 +23,6 @@ each class may read, so that a change adjusts only the directories above what it
 from __future__ import annotations
 
 import errno
-import itertools
-import operator
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -236,7 +234,14 @@ def intact(root: int, directories: dict[str, int]) -> bool:
 
 
 def by_directory(paths: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
-    """(directory, names in it) for the paths, sorted so that parents come before children."""
-    entries = sorted(path.rpartition("/")[::2] for path in paths)
-    for directory, group in itertools.groupby(entries, key=operator.itemgetter(0)):
-        yield directory, [name for _, name in group]
+    """(directory, names in it) for the paths, parents before children (grouped, not sorted: a pass)."""
+    names: dict[str, list[str]] = {}
+    for path in paths:
+        directory, _, name = path.rpartition("/")
+        group = names.get(directory)
+        if group is None:
+            names[directory] = [name]
+        else:
+            group.append(name)
+    for directory in sorted(names):
+        yield directory, names[directory]

@@ -146,9 +146,11 @@ def create_file(directory: int, name: str, own: Ownership, mode: int) -> int:
 
 
 def write_all(fd: int, data: bytes, fsync: bool) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    written = os.write(fd, data)
+    if written < len(data):  # a short write: rare, and then the rest without copies
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
     if fsync:
         os.fsync(fd)
 

@@ -32,6 +32,12 @@ class LiveIndex:
         """For changes (path -> digest, None to remove): how many files each touched top-level name
         will stand for, the names they bring and the names they take away."""
         counts: dict[str, int] = {}
+        if not self.files:  # nothing is live (a first projection): each name the changes bring appears
+            for path, new in effective.items():
+                if new is not None:
+                    top = top_name(path)
+                    counts[top] = counts.get(top, 0) + 1
+            return counts, set(counts), set()
         for path, new in effective.items():
             top = top_name(path)
             before = counts.get(top, self.under(top))
