@@ -58,7 +58,8 @@ def _check_segment(segment: str) -> None:
         raise RefusedKey(f"has a {segment!r} segment")
     if segment.startswith(RESERVED_PREFIX):
         raise RefusedKey(f"has a segment starting with {RESERVED_PREFIX!r}, reserved for the layout")
-    if len(segment.encode()) > MAX_SEGMENT_BYTES:
+    # (UTF-8 takes at most 4 bytes a character: most segments are short enough not to need encoding)
+    if len(segment) > MAX_SEGMENT_BYTES // 4 and len(segment.encode()) > MAX_SEGMENT_BYTES:
         raise RefusedKey(f"has a segment longer than {MAX_SEGMENT_BYTES} bytes")
 
 

@@ -21,7 +21,7 @@ freshness check counts them), never with their values.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol
 
 from .keys import RefusedKey, Selection, printable, relative_path
@@ -70,7 +70,8 @@ class KeyTable:
         paths = {key: self._valid_path(key) for key in batch.changes}
         if batch.snapshot:
             self._foreign_now = self.target.foreign_names()
-            for gone in (self.digests.keys() | self.excluded) - set(paths.values()):
+            known = self.digests.keys() | self.excluded
+            for gone in known - set(paths.values()) if known else ():
                 self._forget(gone)
             for key in self.invalid.keys() - batch.changes.keys():
                 del self.invalid[key]
@@ -111,8 +112,9 @@ class KeyTable:
     def _put(self, path: str, value: bytes) -> bool:
         """A key's new value; whether the key is new."""
         new = digest(value)
-        if path in self.digests:
-            if new != self.digests[path]:
+        old = self.digests.get(path)
+        if old is not None:
+            if new != old:
                 self.digests[path], self.held[path] = new, value
                 if path not in self._refused:
                     self._changes[path] = new
@@ -126,8 +128,9 @@ class KeyTable:
         for directory in _directories_above(path):
             self._below.setdefault(directory, set()).add(path)
         self._place(path, projected=False)
-        for below in list(self._below.get(path, ())):  # a file wins over the keys below it
-            self._place(below, projected=below not in self._refused)
+        below = self._below.get(path)
+        for other in list(below or ()):  # a file wins over the keys below it
+            self._place(other, projected=other not in self._refused)
         return True
 
     def _forget(self, path: str) -> bool:
@@ -238,9 +241,15 @@ class KeyTable:
         return len(self.invalid) + len(self._refused)
 
 
-def _directories_above(path: str) -> Iterator[str]:
+def _directories_above(path: str) -> Iterable[str]:
     """``a`` and ``a/b`` for ``a/b/c``."""
     end = path.find("/")
+    if end < 0:
+        return ()  # most keys: no generator to make
+    return _directories_from(path, end)
+
+
+def _directories_from(path: str, end: int) -> Iterator[str]:
     while end >= 0:
         yield path[:end]
         end = path.find("/", end + 1)
