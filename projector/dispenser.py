@@ -89,7 +89,6 @@ class Dispenser:
             if status is not None:
                 return status
             self.metrics.ready = True
-            _give_back_memory()
             if self.options.once:
                 self.writer.collect_garbage(everything=True)
                 return 0
@@ -97,6 +96,7 @@ class Dispenser:
                 if self.supervisor is not None:
                     self.supervisor.start()
                 self.direct = True
+                _give_back_memory()  # (once the command is on its way: it waits for nothing here)
                 self.writer.prepare()
             self.notifier.send("READY=1", self._status())
             return self._loop()
