@@ -12,13 +12,14 @@ the number of keys to docs/benchmarks.png. Figures:
 3. scale: 10,000 keys of 2 KiB in 100 subdirectories: start-to-child time, one-key update latency,
    resident memory, disk used;
 4. cost growth: one-key update latency, start and memory at 100 to 100,000 keys of a flat prefix, side by
-   side with the original when given;
+   side with the original when given, and the median of 7 starts of each at 50,000 keys, taking turns;
 5. burst: 200 single-key puts as fast as possible: signals sent, time until the files equal etcd,
    and the same with ``--wait=200ms``;
 6. fleets: 100 dispensers on one prefix, directly and through ``etcd grpc-proxy``: commit to the last
    one signalled, etcd's CPU time, resident memory per dispenser, watchers etcd holds;
 7. start and resident memory at 100 keys: the installed package with and without ``--metrics-address``,
-   the one-directory binary of scripts/build-binary, and the original;
+   the one-directory binary of scripts/build-binary, and the original; and the floor: what the named
+   dependencies take, imported by an interpreter that does nothing else;
 8. what one freshness check costs etcd (and the proxy).
 
 Usage: .venv/bin/python scripts/bench.py [--quick] [--original PATH] [--ours PATH]   (etcd, etcdctl on PATH)
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import threading
 import time
@@ -49,6 +51,7 @@ from bench_tools import (
     du_mib,
     etcd_metric,
     etcd_with,
+    floor_mib,
     ours,
 )
 from etcd_server import EtcdServer, GrpcProxy, free_port
@@ -160,6 +163,24 @@ def latency(
     if theirs:
         result |= {"etcdctl_p50": percentile(theirs, 50), "etcdctl_p99": percentile(theirs, 99)}
     return result
+
+
+def starts(programs: dict[str, list[str]], keys: int, runs: int) -> dict[str, float]:
+    """Start to the child running: the median of ``runs`` starts of each program on one etcd, the programs
+    taking turns (one start's cost varies by a third from run to run on this machine kind)."""
+    taken: dict[str, list[float]] = {label: [] for label in programs}
+    with sandbox("dispenser-starts-", keys, 64, 0, False) as (work, _etcd, endpoint):
+        for run in range(runs):
+            for index, (label, program) in enumerate(programs.items()):
+                reports = Reports(work / f"reports-{run}-{index}.fifo")
+                target = work / f"target-{run}-{index}"
+                projector = Projector(program, endpoint, target, reports)
+                try:
+                    taken[label].append(reports.take("start", None)[0] - projector.started_at)
+                finally:
+                    projector.stop()
+                    shutil.rmtree(target)
+    return {label: statistics.median(times) for label, times in taken.items()}
 
 
 def burst(keys: int = 100, puts: int = 200, flags: tuple[str, ...] = ()) -> dict[str, float]:
@@ -381,6 +402,14 @@ def main() -> None:
             )
             emit(row(keys, label, *cells, compared))
 
+    if args.original and not args.quick:
+        runs = 7
+        title = f"Start to the child running at 50,000 keys, the median of {runs} starts each, taking turns:"
+        lines += ["", title, ""]
+        lines += table("ours", "original", "ours / original")
+        s = starts({"ours": ours(), "original": [str(args.original)]}, 50_000, runs)
+        emit(row(f"{s['ours']:.2f} s", f"{s['original']:.2f} s", f"{s['ours'] / s['original']:.2f}"))
+
     lines += ["", "## 5. Burst: single-key puts as fast as possible", ""]
     lines += table("flags", "puts", "signals", "files equal etcd after the last put")
     for flags in ((), ("--wait=200ms",)):
@@ -417,6 +446,8 @@ def main() -> None:
         with session(program, 100, flags=flags) as (_etcd, _endpoint, projector, _reports, started):
             time.sleep(1)
             emit(row(label, f"{started:.2f} s", mib(projector.rss_mib())))
+    floor = "floor: the named dependencies imported (pyetcd, pydantic-settings), nothing else"
+    emit(row(floor, "", mib(floor_mib())))
 
     lines += ["", "## 8. What one freshness check costs (CPU time, one dispenser checking every 100 ms)", ""]
     lines += table("keys under the prefix", "path", "etcd", "proxy")

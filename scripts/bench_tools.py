@@ -52,6 +52,32 @@ while signal.sigwaitinfo({signal.SIGHUP, signal.SIGTERM}).si_signo == signal.SIG
 """
 
 
+# What the dispenser's named dependencies take before any of its own code runs: the interpreter with
+# pyetcd (grpc, protobuf) and pydantic-settings imported and one settings class validated.
+FLOOR = r"""
+import sys, pyetcd, pydantic_settings
+class Settings(pydantic_settings.BaseSettings):
+    endpoints: str = ""
+Settings()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def floor_mib() -> float:
+    """Resident memory of FLOOR, in this interpreter."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", FLOOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdin is not None
+    process.stdout.readline()
+    try:
+        return rss_mib(process.pid)
+    finally:
+        process.stdin.close()
+        process.wait()
+
+
 # The dispenser measured: the one installed beside this interpreter, unless --ours names another
 # (an earlier version installed elsewhere, to compare before and after in one sitting).
 OURS = shutil.which("etcd-config-dispenser", path=os.path.dirname(sys.executable)) or ""
