@@ -22,6 +22,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,7 +50,7 @@ class Batch:
     """Keys and their new values (None: deleted) at ``revision``; a snapshot replaces everything."""
 
     revision: int
-    changes: dict[bytes, bytes | None]
+    changes: Mapping[bytes, bytes | None]
     snapshot: bool = False
 
 
@@ -200,7 +201,7 @@ class Source:
                 raise Compacted("while reading the prefix") from None
             raise
         self.revision = revision
-        self._deliver(Batch(revision, dict(items), snapshot=True))
+        self._deliver(Batch(revision, items, snapshot=True))
         # A linearizable read: the files are current as of its start, once they hold it.
         self.receiver.confirmed(Confirmation(revision, read_at, current=False))
 
