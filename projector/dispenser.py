@@ -17,8 +17,6 @@ exits or we are told to stop.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import logging
 import signal
 import threading
@@ -27,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from . import memory
 from .child import reap_all
 from .freshness import Confirmation, Ledger, Position
 from .hooks import Hooks
@@ -79,6 +78,7 @@ class Dispenser:
 
     def run(self) -> int:
         """Project, start the command, keep projecting; the exit status to end with."""
+        memory.keep_large_blocks_apart()
         self.events.listen(self._on_signal)
         self.writer.open()
         threading.Thread(target=self.source.run, name="etcd-source", daemon=True).start()
@@ -96,7 +96,7 @@ class Dispenser:
                 if self.supervisor is not None:
                     self.supervisor.start()
                 self.direct = True
-                _give_back_memory()  # (once the command is on its way: it waits for nothing here)
+                memory.give_back()  # (once the command is on its way: it waits for nothing here)
                 self.writer.prepare()
             self.notifier.send("READY=1", self._status())
             return self._loop()
@@ -309,11 +309,3 @@ class Dispenser:
             log.info("received %s; exiting", signal.Signals(event.signum).name)
             return 0 if self.supervisor is None else 128 + event.signum
         return None
-
-
-def _give_back_memory() -> None:
-    """Return to the system what the first projection needed and no longer does (the snapshot's values:
-    6 MiB of resident memory at 50,000 keys). glibc keeps freed memory otherwise."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        ctypes.CDLL(None).malloc_trim(0)
