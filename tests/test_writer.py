@@ -103,14 +103,16 @@ def test_a_failed_write_leaves_the_live_generation_and_no_partial_one(tmp_path: 
     assert not os.path.lexists(tmp_path / "t" / "z")
 
 
-@pytest.mark.parametrize("outcome", ["write fails", "check refuses"])
-def test_links_made_for_a_candidate_that_does_not_go_live_are_removed(tmp_path: Path, outcome: str) -> None:
+@pytest.mark.parametrize("outcome", ["write fails", "check refuses", "a name is taken meanwhile"])
+def test_a_candidate_that_does_not_go_live_leaves_no_links(tmp_path: Path, outcome: str) -> None:
     # Enough new names that their links are made on a thread while the files are written.
     target = tmp_path / "t"
     writer = opened(target)
     hold(writer, {"kept": b"1"})
     live = writer.generation
     names = [f"n{i}" for i in range(links.ALONGSIDE + 1)]
+    if outcome == "a name is taken meanwhile":  # by the operator, after the key table looked
+        (target / "n500").write_text("operator")
 
     def content(path: str) -> bytes:
         if outcome == "write fails" and path == names[-1]:
@@ -118,14 +120,15 @@ def test_links_made_for_a_candidate_that_does_not_go_live_are_removed(tmp_path: 
         return b"v"
 
     changes = {name: digest(b"v") for name in names}
-    if outcome == "write fails":
-        with pytest.raises(WriteError, match="No space left"):
-            writer.apply(changes, content)
-    else:
+    if outcome == "check refuses":
         with pytest.raises(Rejected):
             writer.apply(changes, content, accept=lambda candidate: len(os.listdir(candidate)) < 0)
+    else:
+        with pytest.raises(WriteError, match=r"No space left|File exists"):
+            writer.apply(changes, content)
     assert writer.generation == live and generations(target) == [live]
-    assert sorted(os.listdir(target)) == sorted([DATA_LINK, str(live), "kept"])
+    left = {DATA_LINK, str(live), "kept"} | ({"n500"} if outcome == "a name is taken meanwhile" else set())
+    assert set(os.listdir(target)) == left
     assert hold(writer, {"kept": b"1", "n0": b"v"})  # and the next change works
     assert (target / "n0").read_bytes() == b"v" and not os.path.lexists(target / "n1")
 
