@@ -8,7 +8,8 @@ it), the links made for it are removed again. Only links that point into ``..dat
 A change that brings many names (a first projection of a flat prefix brings one per file) makes its
 links on a thread of its own while the candidate's files are written: the links go into the target and
 the files into the candidate, two directories, so each side's system calls run while the other side's
-Python code does, and the two together take about three quarters of the time one after the other.
+Python code does. Writing a first projection of 50,000 keys took 0.72 s this way against 0.81 s one
+after the other (the two threads share the interpreter's lock, and 2 cores with etcd and gRPC).
 """
 
 from __future__ import annotations
