@@ -32,18 +32,14 @@ class LiveIndex:
         """For changes (path -> digest, None to remove): how many files each touched top-level name
         will stand for, the names they bring and the names they take away."""
         counts: dict[str, int] = {}
-        if not self.files:  # nothing is live (a first projection): each name the changes bring appears
-            for path, new in effective.items():
-                if new is not None:
-                    top = top_name(path)
-                    counts[top] = counts.get(top, 0) + 1
-            return counts, set(counts), set()
+        before: dict[str, int] = {}  # what each touched name stands for now: asked once per name
         for path, new in effective.items():
             top = top_name(path)
-            before = counts.get(top, self.under(top))
-            counts[top] = before + (new is not None) - (path in self.files)
-        appear = {top for top, count in counts.items() if count and not self.under(top)}
-        vanish = {top for top, count in counts.items() if not count and self.under(top)}
+            if top not in before:
+                counts[top] = before[top] = self.under(top)
+            counts[top] += (new is not None) - (path in self.files)
+        appear = {top for top, count in counts.items() if count and not before[top]}
+        vanish = {top for top, count in counts.items() if not count and before[top]}
         return counts, appear, vanish
 
     def record(self, effective: Mapping[str, bytes | None]) -> None:
