@@ -4,8 +4,9 @@ Its rooms, by job: ``layout`` (the names, and what a generation is), ``recovery`
 finds, what survives a crash), ``writer`` (``Writer.apply``, the numbered algorithm, and the swap),
 ``live`` (what the live generation holds, indexed so that a change costs what it touches),
 ``candidates`` (where the generation a change writes into comes from), ``fill`` (making a generation
-hold exactly a set of files), ``ahead`` (what is made ahead for the next change), ``garbage``
-(replaced generations: kept, reused, removed).
+hold exactly a set of files), ``links`` (the top-level links: made before a swap, removed after it),
+``ahead`` (what is made ahead for the next change), ``garbage`` (replaced generations: kept, reused,
+removed).
 """
 
 from .garbage import GRACE_SECONDS, MAX_STALE
