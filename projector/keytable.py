@@ -128,9 +128,8 @@ class KeyTable:
         for directory in _directories_above(path):
             self._below.setdefault(directory, set()).add(path)
         self._place(path, projected=False)
-        below = self._below.get(path)
-        for other in list(below or ()):  # a file wins over the keys below it
-            self._place(other, projected=other not in self._refused)
+        for below in list(self._below.get(path, ())):  # a file wins over the keys below it
+            self._place(below, projected=below not in self._refused)
         return True
 
     def _forget(self, path: str) -> bool:
