@@ -20,11 +20,8 @@ import signal
 import subprocess
 import sys
 
-from . import launch
+from . import dispositions, launch
 
-# Exit statuses a shell uses for a command it cannot run; operators already know them.
-NOT_FOUND = 127
-NOT_EXECUTABLE = 126
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
@@ -41,6 +38,7 @@ class Child:
         self.argv = argv
         self.env = env
         self.pid: int | None = None
+        self._launcher: bytes | None = None  # launch.py's command line, until it has become the command
         # Held so that subprocess never reaps the child behind our back (it polls Popen objects it
         # finds unreferenced); we reap with waitpid(-1) instead and record the status here.
         self._process: subprocess.Popen[bytes] | None = None
@@ -52,17 +50,31 @@ class Child:
         program = shutil.which(self.argv[0], path=self.env.get("PATH", os.defpath))
         if program is None:
             exists = os.path.sep in self.argv[0] and os.path.exists(self.argv[0])
-            why, status = (
-                ("permission denied", NOT_EXECUTABLE) if exists else ("no such file or command", NOT_FOUND)
-            )
+            why, status = ("permission denied", launch.NOT_EXECUTABLE)
+            if not exists:
+                why, status = "no such file or command", launch.NOT_FOUND
             raise StartError(f"cannot start {self.argv[0]!r}: {why}", status)
         argv = [*_launcher(), str(os.getpid()), program, *self.argv[1:]]
         try:
             process = subprocess.Popen(argv, env=self.env, process_group=0)
         except OSError as exc:
-            raise StartError(f"cannot start {self.argv[0]!r}: {exc.strerror}", NOT_EXECUTABLE) from None
+            why = f"cannot start {self.argv[0]!r}: {exc.strerror}"
+            raise StartError(why, launch.NOT_EXECUTABLE) from None
         self._process, self.pid = process, process.pid
+        self._launcher = dispositions.as_command_line(argv)
         _give_terminal(process.pid)
+
+    def takes(self, sig: int) -> bool | None:
+        """Whether the command catches, ignores or blocks ``sig`` now (dispositions.py); False while
+        launch.py has not yet replaced itself with the command (its dispositions are not the
+        command's); None if that cannot be read."""
+        if self.pid is None:
+            return None
+        if self._launcher is not None:
+            if dispositions.command_line(self.pid) == self._launcher:
+                return False
+            self._launcher = None  # exec(2) happened: from now on the process is the command
+        return dispositions.takes(self.pid, sig)
 
     def signal(self, sig: int) -> None:
         if self.pid is not None:

@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--stop-timeout", metavar="DURATION", default="10s", help="SIGKILL the command this long after a stop"
     )
+    add(
+        "--start-grace",
+        metavar="DURATION",
+        default="10s",
+        help="hold --signal until the command handles it, at most this long after it starts",
+    )
     add("--version", action="version", version=f"{PROG} {version('etcd-config-dispenser')}")
     return parser
 

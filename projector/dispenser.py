@@ -57,7 +57,13 @@ class Dispenser:
         self.hooks = Hooks(options.check, options.on_change, environment, metrics)
         self.supervisor = (
             Supervisor(
-                options.command, environment, options.signal, options.restart, options.stop_timeout, metrics
+                options.command,
+                environment,
+                options.signal,
+                options.restart,
+                options.stop_timeout,
+                metrics,
+                options.start_grace,
             )
             if options.command
             else None

@@ -17,7 +17,7 @@ import sys
 LAUNCH = "--launch-child-of"  # what the single-file executable recognises (packaging/entry.py)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SIGKILL = 9
-NOT_FOUND, NOT_EXECUTABLE = 127, 126
+NOT_FOUND, NOT_EXECUTABLE = 127, 126  # what a shell exits with; operators know them (child.py too)
 
 
 def launch(argv: list[str]) -> None:

@@ -3,13 +3,15 @@
 Usage: child_recorder.py TARGET RECORD_FILE. Each record is one JSON line:
 {"event": "start"|"SIGHUP"|..., "pid": ..., "files": {path: text}, "env": [names]}.
 The files are read through ``..data`` resolved once, as a careful reader would. SIGTERM records and
-exits with $CHILD_TERM_EXIT (default 0).
+exits with $CHILD_TERM_EXIT (default 0). $CHILD_SETUP_DELAY (seconds) delays taking signals (and the
+"start" record), as a program that sets its handlers late: until then a signal has its default action.
 """
 
 import json
 import os
 import signal
 import sys
+import time
 
 target, record_path = sys.argv[1], sys.argv[2]
 
@@ -49,6 +51,7 @@ SIGNALS = {
 # The signals are blocked and taken one at a time with sigwaitinfo: a handler and a pause() loop would
 # lose a signal that arrives after the handler's last check and before pause(2) blocks (and then wait
 # for the next one forever).
+time.sleep(float(os.environ.get("CHILD_SETUP_DELAY", "0")))
 signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
 record("start")
 while True:

@@ -123,6 +123,7 @@ def test_usage_errors_exit_2_with_one_line_and_write_nothing(run: Run, tmp_path:
         (["--prefix=/cfg", "--target=T", "--wait=2s:1s"], {}, "--wait"),
         (["--prefix=/cfg", "--target=T", "--restart", "--signal=HUP", "--", "true"], {}, "--restart"),
         (["--prefix=/cfg", "--target=T", "--stop-timeout=soon"], {}, "--stop-timeout"),
+        (["--prefix=/cfg", "--target=T", "--start-grace=later"], {}, "--start-grace"),
         (["--prefix=/cfg", "--target=T"], {"ETCD_ENDPOINTS": "ftp://x:1"}, "ETCD_ENDPOINTS"),
         (["--prefix=/cfg", "--target=T"], {"ETCD_ENDPOINTS": "host:notaport"}, "ETCD_ENDPOINTS"),
         (["--prefix=/cfg", "--target=T"], {"ETCD_USERNAME": "u"}, "ETCD_PASSWORD"),

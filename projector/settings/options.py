@@ -124,6 +124,9 @@ class Options(BaseModel):
     stop_timeout: Annotated[
         float, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str) else v)
     ] = 10.0
+    start_grace: Annotated[
+        float, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str) else v)
+    ] = 10.0
     command: list[str] = []
 
     @model_validator(mode="after")
