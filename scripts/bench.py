@@ -28,11 +28,16 @@ Usage: .venv/bin/python scripts/bench.py [--quick] [--original PATH] [--ours PAT
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
+import timeit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,7 +62,7 @@ from bench_tools import (
 from etcd_server import EtcdServer, GrpcProxy, free_port
 from pyetcd import etcdrpc
 
-from projector import watchcall
+from projector import dispositions, watchcall
 
 BEGIN, END = "<!-- results: written by scripts/bench.py -->", "<!-- end of results -->"
 
@@ -456,9 +461,44 @@ def main() -> None:
             c = check_cost(keys, size, proxy)
             emit(row(keys, label, f"{c['etcd'] * 1000:.2f} ms", f"{c.get('proxy', 0) * 1000:.2f} ms"))
 
+    lines += ["", "## 9. What the start-grace check costs per signal (us, the median of 5 x 2,000 reads)", ""]
+    lines += table("the command", "signal", "what is read", "per signal")
+    for label, signum, what, cost in disposition_costs():
+        emit(row(label, signum, what, f"{cost * 1e6:.1f} us"))
+
     args.output.mkdir(exist_ok=True)
     write_results(args.output / "benchmarks.md", lines)
     plot(growth, args.output / "benchmarks.png")
+
+
+def disposition_costs() -> list[tuple[str, str, str, float]]:
+    """What ``dispositions.takes`` costs before each signal, for a command that catches SIGHUP (nginx's
+    case: one read of /proc/<pid>/stat), one that waits in sigwaitinfo (the benchmark's and the tests'
+    children: stat, then wchan), and a real-time signal (/proc/<pid>/status)."""
+    commands = {
+        "catches it (trap)": ["sh", "-c", "trap : HUP USR1 35; while :; do sleep 1; done"],
+        "waits in sigwaitinfo": [sys.executable, "-c", "import signal; signal.sigwaitinfo({signal.SIGHUP})"],
+    }
+    cases = [
+        ("catches it (trap)", signal.SIGHUP, "SIGHUP", "stat"),
+        ("waits in sigwaitinfo", signal.SIGHUP, "SIGHUP", "stat, wchan"),
+        ("catches it (trap)", signal.SIGRTMIN + 1, "SIGRTMIN+1", "status"),
+    ]
+    processes = {label: subprocess.Popen(argv) for label, argv in commands.items()}
+    try:
+        time.sleep(0.5)  # set up
+        costs = []
+        for label, signum, name, what in cases:
+            pid = processes[label].pid
+            assert dispositions.takes(pid, signum), label
+            read = functools.partial(dispositions.takes, pid, signum)
+            runs = [timeit.timeit(read, number=2000) / 2000 for _ in range(5)]
+            costs.append((label, name, what, statistics.median(runs)))
+        return costs
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.wait()
 
 
 def write_results(path: Path, lines: list[str]) -> None:

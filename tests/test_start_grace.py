@@ -104,6 +104,7 @@ def test_dispositions_show_what_a_process_catches_ignores_and_blocks(tmp_path: P
             assert dispositions.takes(process.pid, signal.SIGHUP) is (kind != "default"), kind
             if kind != "waiting":  # (which signals a wait is for is not shown)
                 assert dispositions.takes(process.pid, signal.SIGUSR2) is False, kind
+                assert dispositions.takes(process.pid, signal.SIGRTMIN) is False, kind  # from status
             assert dispositions.command_line(process.pid) == dispositions.as_command_line(argv)
         finally:
             process.kill()
