@@ -36,8 +36,9 @@ from .metrics import HEARTBEAT_SECONDS, Metrics
 from .notify import Notifier
 from .pacing import Quiet, Retry
 from .settings import EtcdConfig, Options, child_environment
+from .signals import STOPPING
 from .source import Batch, Source
-from .supervisor import STOPPING, Supervisor, absent
+from .supervisor import Supervisor, absent
 from .writer import Rejected, WriteError, Writer
 
 GARBAGE_TICK = 0.2  # how long nothing must happen before stale generations are collected
@@ -311,7 +312,9 @@ class Dispenser:
                 reap_all()  # as PID 1 without a command we still collect orphans
                 return None
             return self.supervisor.reaped()
+        name = signal.Signals(event.signum).name
         if event.signum in STOPPING:
-            log.info("received %s; exiting", signal.Signals(event.signum).name)
+            log.info("received %s; exiting", name)
             return 0 if self.supervisor is None else 128 + event.signum
+        log.info("received %s; ignored: no command is running to forward it to", name)
         return None

@@ -16,22 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-# Signals we forward to the command (or act on ourselves when there is none), as the original tool.
-FORWARDED = (
-    signal.SIGHUP,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGTERM,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-    signal.SIGABRT,
-)
+from .signals import HANDLED
 
 
 @dataclass(frozen=True)
 class Received:
-    """A signal that the main loop has to decide about (no child to forward it to)."""
+    """A signal that the main loop has to decide about (no command running to forward it to)."""
 
     signum: int
 
@@ -56,9 +46,10 @@ class Inbox:
         self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def listen(self, on_signal: Callable[[int, FrameType | None], None]) -> None:
-        """Signals wake the main thread; the forwarded ones go to ``on_signal``; SIGCHLD is an event."""
+        """Signals wake the main thread; those of signals.py's table go to ``on_signal``; SIGCHLD is an
+        event."""
         signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
-        for sig in FORWARDED:
+        for sig in HANDLED:
             signal.signal(sig, on_signal)
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: self.put(ChildEvent()))
 

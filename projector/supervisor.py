@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping
 from . import dispositions
 from .child import Child
 from .metrics import Metrics
+from .signals import STOPPING
 
-STOPPING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGQUIT})
 POLL_SECONDS = 0.01  # how often a held signal looks again whether the command can take it
 
 log = logging.getLogger(__name__)
