@@ -1,4 +1,5 @@
-"""One connection to one etcd endpoint: the channel, its credentials, and what every call carries.
+"""One connection to one etcd endpoint: the channel, its credentials, what every call carries, and
+``read_prefix``, the read of a whole prefix at one revision that the dispenser and etcd-config-push share.
 
 Every call we make sends the authentication token (when credentials are set) and ``hasleader``, the
 metadata etcd's Go client sends for ``WithRequireLeader``: a member that has no leader (cut off from the
@@ -25,6 +26,10 @@ from pyetcd import etcdrpc
 from .settings import Endpoint, EtcdConfig, Tls
 
 CALL_TIMEOUT = 10.0
+# Pages of a snapshot: etcd counts every key of the range for each page, so many small pages cost it
+# the square of the prefix's size (50,000 keys: 0.6 s in pages of 500, 0.1 s in pages of 10,000). The
+# first page is modest; the next ones aim at PAGE_BYTES, between PAGE_FIRST and PAGE_MOST keys.
+PAGE_FIRST, PAGE_MOST, PAGE_BYTES = 1000, 20_000, 8 << 20
 
 # Keepalive finds a hung (not dead) server in about 7 s; etcd answers pings more often than every 5 s
 # with GOAWAY too_many_pings, so 10 s is as low as it goes. Messages may be large: a page of big values.
@@ -172,3 +177,19 @@ def is_permission(exc: BaseException) -> bool:
 def is_expired_token(exc: BaseException) -> bool:
     details = (exc.details() if isinstance(exc, grpc.RpcError) and hasattr(exc, "details") else "") or ""
     return "invalid auth token" in details
+
+
+def read_prefix(connection: Connection, prefix: bytes) -> tuple[int, dict[bytes, bytes]]:
+    """Every key under the prefix at one revision: pages pinned to the first page's revision."""
+    items: dict[bytes, bytes] = {}
+    start, end, revision, limit = prefix, prefix_end(prefix), 0, PAGE_FIRST
+    while True:
+        request = etcdrpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
+        response = connection.kv.Range(request, CALL_TIMEOUT, metadata=connection.metadata)
+        revision = revision or response.header.revision
+        items.update((kv.key, kv.value) for kv in response.kvs)
+        if not response.more or not response.kvs:
+            return revision, items
+        start = response.kvs[-1].key + b"\0"
+        each = response.ByteSize() / len(response.kvs)
+        limit = max(PAGE_FIRST // 10, min(PAGE_MOST, int(PAGE_BYTES / each)))

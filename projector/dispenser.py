@@ -26,18 +26,19 @@ from pathlib import Path
 from types import FrameType
 
 from . import memory
+from .batches import Batch, Confirmation, Position
 from .child import reap_all
-from .freshness import Confirmation, Ledger, Position
 from .hooks import Hooks
 from .inbox import ChildEvent, Inbox, Received
 from .keys import Selection
 from .keytable import KeyTable
+from .ledger import Ledger
 from .metrics import HEARTBEAT_SECONDS, Metrics
 from .notify import Notifier
 from .pacing import Quiet, Retry
 from .settings import EtcdConfig, Options, child_environment
 from .signals import STOPPING
-from .source import Batch, Source
+from .source import Source
 from .supervisor import Supervisor, absent
 from .writer import Rejected, WriteError, Writer
 

@@ -24,8 +24,8 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol
 
+from .batches import Batch
 from .keys import RefusedKey, Selection, printable, relative_path
-from .source import Batch
 from .writer import digest
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ Trouble never ends the stream. A failure is logged once per outage, retried with
 backoff against the next endpoint, and the watch resumes from the last delivered revision + 1. A
 compacted revision, or a snapshot cut short by compaction, starts a new snapshot; the receiver diffs
 it against what it has, so keys deleted meanwhile go away too. A member that loses its leader ends our
-watch (we require one), and :class:`~.freshness.Freshness` ends a watch that stops delivering, or whose
-user lost the permission to read the prefix.
+watch (we require one), and the freshness thread (``_confirm``) ends a watch that the check
+(:class:`~.freshness.Freshness`) finds stuck, without an answer, or refused for a lost permission.
 """
 
 from __future__ import annotations
@@ -22,36 +22,22 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 from pyetcd import etcdrpc
 
-from .connection import CALL_TIMEOUT, Connection, is_permission, prefix_end, reason
-from .freshness import Confirmation, Freshness, Position
+from .batches import Batch, Confirmation, Position
+from .connection import CALL_TIMEOUT, Connection, is_permission, prefix_end, read_prefix, reason
+from .freshness import Freshness
 from .metrics import Metrics
 from .settings import EtcdConfig
 from .watchcall import WatchCall, open_watch
 
-# Pages of a snapshot: etcd counts every key of the range for each page, so many small pages cost it
-# the square of the prefix's size (50,000 keys: 0.6 s in pages of 500, 0.1 s in pages of 10,000). The
-# first page is modest; the next ones aim at PAGE_BYTES, between PAGE_FIRST and PAGE_MOST keys.
-PAGE_FIRST, PAGE_MOST, PAGE_BYTES = 1000, 20_000, 8 << 20
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Keys and their new values (None: deleted) at ``revision``; a snapshot replaces everything."""
-
-    revision: int
-    changes: Mapping[bytes, bytes | None]
-    snapshot: bool = False
 
 
 class Receiver(Protocol):
@@ -88,7 +74,7 @@ class Source:
         self.stopping = threading.Event()
         self.live: Connection | None = None  # the connection of the live watch
         self.fresh_revision = 0  # a revision up to which nothing under the prefix changed unseen
-        self._freshness = Freshness(self, confirm_interval)
+        self._freshness = Freshness(prefix, confirm_interval)
         self._backoff = BACKOFF_FIRST
         self._stream: WatchCall | None = None
         self._interruption: Exception | None = None
@@ -98,7 +84,7 @@ class Source:
         self._was_live = False
 
     def run(self) -> None:
-        threading.Thread(target=self._freshness.run, name="etcd-freshness", daemon=True).start()
+        threading.Thread(target=self._confirm, name="etcd-freshness", daemon=True).start()
         while not self.stopping.is_set():
             connection = None
             try:
@@ -123,6 +109,20 @@ class Source:
         stream = self._stream
         if stream is not None:
             stream.cancel()
+
+    def _confirm(self) -> None:
+        """The freshness thread: every interval, check the live watch's connection, and act on it."""
+        while not self.stopping.wait(self._freshness.interval):
+            connection = self.live
+            if connection is None:
+                continue
+            verdict = self._freshness.check(connection, self.receiver.settled(), self.revision)
+            if isinstance(verdict, Exception):
+                self.interrupt(connection, verdict)
+                continue
+            if verdict.current:
+                self.fresh_revision = max(self.fresh_revision, verdict.revision)
+            self.receiver.confirmed(verdict)
 
     def interrupt(self, connection: Connection, exc: Exception) -> None:
         """End the watch on ``connection``, if it is still the live one, as failed for ``exc``."""
@@ -268,19 +268,3 @@ def _cancelled(text: str) -> Exception:
     if "permission denied" in text:
         return PermissionError(f"watch refused by etcd: {text}")
     return ConnectionError(f"watch cancelled by etcd: {text or 'no reason'}")
-
-
-def read_prefix(connection: Connection, prefix: bytes) -> tuple[int, dict[bytes, bytes]]:
-    """Every key under the prefix at one revision: pages pinned to the first page's revision."""
-    items: dict[bytes, bytes] = {}
-    start, end, revision, limit = prefix, prefix_end(prefix), 0, PAGE_FIRST
-    while True:
-        request = etcdrpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
-        response = connection.kv.Range(request, CALL_TIMEOUT, metadata=connection.metadata)
-        revision = revision or response.header.revision
-        items.update((kv.key, kv.value) for kv in response.kvs)
-        if not response.more or not response.kvs:
-            return revision, items
-        start = response.kvs[-1].key + b"\0"
-        each = response.ByteSize() / len(response.kvs)
-        limit = max(PAGE_FIRST // 10, min(PAGE_MOST, int(PAGE_BYTES / each)))

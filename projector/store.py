@@ -7,9 +7,8 @@ from collections.abc import Callable
 import grpc
 from pyetcd import etcdrpc
 
-from .connection import CALL_TIMEOUT, Connection, reason
+from .connection import CALL_TIMEOUT, Connection, read_prefix, reason
 from .settings import EtcdConfig
-from .source import read_prefix
 
 
 class EtcdError(Exception):

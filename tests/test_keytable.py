@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from projector.batches import Batch
 from projector.keytable import KeyTable
-from projector.source import Batch
 from projector.writer import digest
 
 
