@@ -1,4 +1,5 @@
-"""The command line: parse flags, check the environment, wire the parts, and choose the exit status.
+"""The command line: parse flags, check the environment, run (assembly.py wires the parts), and choose
+the exit status.
 
 Exit statuses: the child's own (128+N if a signal N killed it); 0 after ``--once`` or when a sidecar
 is stopped; 2 for a usage error (one line on stderr naming the flag or variable, before anything is
@@ -16,8 +17,8 @@ from importlib.metadata import version
 from typing import NoReturn
 
 from . import notify
+from .assembly import assemble
 from .child import StartError
-from .dispenser import Dispenser
 from .metrics import Metrics
 from .privacy import hide_credentials
 from .settings import LOG_LEVELS, SECRET_VARIABLES, OneLineParser, UsageError, load_etcd_config, load_options
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     _configure_logging(options.log_level, options.log_format)
     log.info("projecting %s from %s into %s", options.prefix.decode(), etcd.describe(), options.target)
     try:
-        sys.exit(Dispenser(options, etcd, metrics, notify.from_environment()).run())
+        sys.exit(assemble(options, etcd, metrics, notify.from_environment()).run())
     except WriteError as exc:
         log.error("cannot prepare the target: %s", exc)
         sys.exit(1)

@@ -11,7 +11,27 @@ lock: they forward a signal or queue an event.
 
 The run: the first projection; then, with ``--require``, more projections until every required path
 is there; then the command starts (systemd hears READY=1), and changes keep coming until the command
-exits or we are told to stop.
+exits or we are told to stop. Each change is one ``Projection.apply`` (projection.py); assembly.py
+makes the parts.
+
+Every thread of a run, what it owns, and what crosses between them:
+
+- **main** (here): the signals (inbox.py), the command's life (supervisor.py), the first projection
+  and ``--require``, ``--wait``'s held batches, retries of failed writes, tidying when idle. Takes the
+  lock for all of it but the signal handlers, which forward or queue only.
+- **etcd-source** (source.py): the connection and the watch; under the lock it appends each batch to
+  ``pending`` and, once ``direct`` is set, applies it, tells the command and prepares the next
+  generation itself. An exception there is put in ``failure`` for the main thread to raise.
+- **etcd-freshness** (source.py ``_confirm``): the freshness check on the live connection. Reads
+  ``Source.live`` and ``Source.revision``, and the ledger's ``settled`` without the lock (one
+  attribute each); reports under the lock (``confirmed``); writes ``Source.fresh_revision`` and
+  ends the watch (``Source.interrupt``) for a failed check.
+- **the watch timer** (a ``threading.Timer`` per watch, source.py): cancels a watch that etcd has not
+  created within its deadline.
+- **links** (writer/links.py): makes the top-level links of a change that brings many names while
+  the files are written, joined before the swap; touches only those links.
+- **metrics** (exposition.py, with ``--metrics-address``): the HTTP server; reads the metrics and the
+  heartbeat, writes nothing of ours.
 """
 
 from __future__ import annotations
@@ -22,25 +42,20 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import FrameType
 
 from . import memory
 from .batches import Batch, Confirmation, Position
 from .child import reap_all
-from .hooks import Hooks
 from .inbox import ChildEvent, Inbox, Received
-from .keys import Selection
-from .keytable import KeyTable
-from .ledger import Ledger
 from .metrics import HEARTBEAT_SECONDS, Metrics
 from .notify import Notifier
 from .pacing import Quiet, Retry
-from .settings import EtcdConfig, Options, child_environment
+from .projection import Outcome, Projection
+from .settings import Options
 from .signals import STOPPING
 from .source import Source
-from .supervisor import Supervisor, absent
-from .writer import Rejected, WriteError, Writer
+from .supervisor import Supervisor
 
 GARBAGE_TICK = 0.2  # how long nothing must happen before stale generations are collected
 LOCK_SLICE = 0.05  # seconds the main thread waits for the lock before it lets signal handlers run
@@ -49,30 +64,25 @@ log = logging.getLogger(__name__)
 
 
 class Dispenser:
-    def __init__(self, options: Options, etcd: EtcdConfig, metrics: Metrics, notifier: Notifier) -> None:
+    """The run and its turns: the loop, the lock, and what each thread hands the other."""
+
+    def __init__(
+        self,
+        options: Options,
+        projection: Projection,
+        source: Source,
+        supervisor: Supervisor | None,
+        metrics: Metrics,
+        notifier: Notifier,
+    ) -> None:
         self.options = options
+        self.projection = projection
+        self.source = source
+        self.supervisor = supervisor
         self.metrics = metrics
         self.notifier = notifier
+        self.writer = projection.writer
         self.events = Inbox()
-        self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
-        environment = child_environment()
-        self.hooks = Hooks(options.check, options.on_change, environment, metrics)
-        self.supervisor = (
-            Supervisor(
-                options.command,
-                environment,
-                options.signal,
-                options.restart,
-                options.stop_timeout,
-                metrics,
-                options.start_grace,
-            )
-            if options.command
-            else None
-        )
-        self.source = Source(etcd, options.prefix, self, metrics, options.confirm_interval)
-        self.keys = KeyTable(options.prefix, self.writer, Selection(options.include, options.exclude))
-        self.ledger = Ledger(metrics)
         self.quiet = Quiet(*options.wait) if options.wait else None
         self.retry = Retry()
         self.lock = threading.Lock()
@@ -80,7 +90,6 @@ class Dispenser:
         self.direct = False  # whether the source thread applies what it delivers (once the command runs)
         self.changed_at = 0.0  # time.monotonic() of the last change applied
         self.failure: Exception | None = None  # raised by a change on the source thread
-        self._missing: list[str] | None = None  # required paths last found missing
 
     # -- the run -------------------------------------------------------------------------------------------
 
@@ -89,7 +98,7 @@ class Dispenser:
         memory.keep_large_blocks_apart()
         self.events.listen(self._on_signal)
         self.writer.open()
-        threading.Thread(target=self.source.run, name="etcd-source", daemon=True).start()
+        threading.Thread(target=self.source.run, args=(self,), name="etcd-source", daemon=True).start()
         try:
             status = self._first_projection()
             if status is None:
@@ -106,7 +115,7 @@ class Dispenser:
                 self.direct = True
                 memory.give_back()  # (once the command is on its way: it waits for nothing here)
                 self.writer.prepare()
-            self.notifier.send("READY=1", self._status())
+            self.notifier.send("READY=1", self.projection.status())
             return self._loop()
         finally:
             self.notifier.send("STOPPING=1")
@@ -118,29 +127,29 @@ class Dispenser:
     def _first_projection(self) -> int | None:
         """Wait until etcd's state is on disk; an exit status if we are told to stop first."""
         while True:
-            status, written = self._step()
+            status, outcome = self._step()
             if status is not None:
                 return status
-            if written is False:
-                self._on_change()  # files already matched etcd: still, the first projection is live
-            if written is not None:
+            if outcome is Outcome.UNCHANGED:
+                self.projection.on_change()  # files already matched etcd: still, the first projection is live
+            if outcome in (Outcome.SWAPPED, Outcome.UNCHANGED):
                 return None
 
     def _requirements(self) -> int | None:
         """Keep projecting until every ``--require`` path is there; an exit status if told to stop."""
-        while not self._required_there():
-            status, _written = self._step()
+        while not self.projection.required_there():
+            status, _outcome = self._step()
             if status is not None:
                 return status
         return None
 
     def _loop(self) -> int:
         while True:
-            status, _written = self._step()
+            status, _outcome = self._step()
             if status is not None:
                 return status
 
-    def _step(self) -> tuple[int | None, bool | None]:
+    def _step(self) -> tuple[int | None, Outcome | None]:
         """Take every waiting event: (exit status or None, outcome of ``_change`` or None if none ran)."""
         events = self.events.take(self._wait_time())
         self.metrics.beat()
@@ -171,16 +180,6 @@ class Dispenser:
         finally:
             self.lock.release()
 
-    def _required_there(self) -> bool:
-        """Whether every ``--require`` path is projected; one log line names those that are not."""
-        missing = absent(self.options.require, self.writer.files)
-        if missing and self._missing is None:
-            log.info("waiting for %s before going on: not in etcd yet", ", ".join(missing))
-        elif not missing and self._missing:
-            log.info("every required file is there")
-        self._missing = missing
-        return not missing
-
     # -- the source thread's side --------------------------------------------------------------------------
 
     def receive(self, batch: Batch) -> None:
@@ -200,11 +199,11 @@ class Dispenser:
 
     def settled(self) -> Position | None:
         """What the files hold, for the freshness check (read without the lock: one attribute)."""
-        return self.ledger.settled
+        return self.projection.settled()
 
     def confirmed(self, confirmation: Confirmation) -> None:
         with self.lock:
-            self.ledger.confirmed(confirmation)
+            self.projection.confirmed(confirmation)
 
     # -- changes -------------------------------------------------------------------------------------------
 
@@ -216,63 +215,32 @@ class Dispenser:
             return False
         return self.quiet is None or not self.direct or self.quiet.remaining() == 0
 
-    def _change(self) -> bool | None:
+    def _change(self) -> Outcome:
         """Apply the pending batches; after a swap, tell the command first, then log, run --on-change
         and prepare the next generation."""
         if self.quiet is not None:
             self.quiet.taken()
-        swapped = self._apply()
+        batches, self.pending = self.pending, []
+        outcome = self.projection.apply(batches)
         self.changed_at = time.monotonic()
-        if swapped:
-            if self.supervisor is not None:
-                self.supervisor.changed()
-            log.info(self._status().removeprefix("STATUS="))
-            self._on_change()
-            self.notifier.send(self._status())
-            if self.direct:  # (before the command runs, starting it comes first)
-                self.writer.prepare()  # for the next change, now that this one is told
-        return swapped
-
-    def _apply(self) -> bool | None:
-        """Bring the target to the state of the key table and the pending batches: True if a new
-        generation went live, False if the target already matched, None if writing failed (retried)."""
-        for batch in self.pending:
-            self.keys.absorb(batch)
-        self.pending = []
-        changes = self.keys.changes()
-        self.metrics.rejected_keys.set(self.keys.refused)
-        accept = self._check if self.options.check else None
-        self.ledger.lagging()
-        try:
-            swapped = self.writer.apply(changes, self.keys.value, accept)
-        except WriteError as exc:
-            self._write_failed(exc)
-            return None
-        except Rejected:
-            return None  # values stay held; the next change is tried again
-        if self.retry.failing:
+        if outcome is Outcome.FAILED:
+            self._write_failed()
+        elif outcome is not Outcome.REJECTED and self.retry.failing:
             log.warning("writing the target works again")
             self.retry.succeeded()
-        self.keys.written()
-        self.ledger.written(Position(self.keys.revision, self.keys.keys))
-        self.metrics.applied_revision.set(self.keys.revision)
-        if swapped:
-            self.metrics.generations.inc()
-        else:
-            log.debug("revision %s: nothing changed on disk", self.keys.revision)
-        return swapped
+        if outcome is Outcome.SWAPPED:
+            if self.supervisor is not None:
+                self.supervisor.changed()
+            status = self.projection.status()
+            log.info(status.removeprefix("STATUS="))
+            self.projection.on_change()
+            self.notifier.send(status)
+            if self.direct:  # (before the command runs, starting it comes first)
+                self.writer.prepare()  # for the next change, now that this one is told
+        return outcome
 
-    def _status(self) -> str:
-        generation, files = self.writer.generation, len(self.writer.files)
-        return f"STATUS=revision {self.keys.revision}: generation {generation} is live ({files} files)"
-
-    def _check(self, candidate: Path) -> bool:
-        return self.hooks.check(candidate, self.keys.revision)
-
-    def _on_change(self) -> None:
-        self.hooks.on_change(self.options.target / str(self.writer.generation), self.keys.revision)
-
-    def _write_failed(self, exc: WriteError) -> None:
+    def _write_failed(self) -> None:
+        exc = self.projection.error
         self.metrics.errors.labels("write").inc()
         if not self.retry.failing:
             log.error("cannot write the target, keeping the last good files: %s", exc)

@@ -230,7 +230,7 @@ class KeyTable:
             self.held = {}  # an emptied dict keeps its size: 2 MiB after a snapshot of 50,000 keys
 
     @property
-    def keys(self) -> int:
+    def count(self) -> int:
         """How many keys are under the prefix in etcd, as far as the batches taken in tell."""
         return len(self.digests) + len(self.invalid) + len(self.excluded)
 

@@ -55,20 +55,21 @@ class Compacted(Exception):
 
 
 class Source:
-    """Reads the prefix from etcd and delivers batches until :meth:`stop`."""
+    """Reads the prefix from etcd and delivers batches to the receiver given to :meth:`run`, until
+    :meth:`stop`."""
+
+    receiver: Receiver
 
     def __init__(
         self,
         config: EtcdConfig,
         prefix: bytes,
-        receiver: Receiver,
         metrics: Metrics,
         confirm_interval: float,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.prefix = prefix
-        self.receiver = receiver
         self.revision: int | None = None  # the last revision delivered
         self.deliveries = 0  # batches delivered so far
         self.stopping = threading.Event()
@@ -83,7 +84,8 @@ class Source:
         self._outage: tuple[float, bool] | None = None  # since when, and whether for a permission
         self._was_live = False
 
-    def run(self) -> None:
+    def run(self, receiver: Receiver) -> None:
+        self.receiver = receiver
         threading.Thread(target=self._confirm, name="etcd-freshness", daemon=True).start()
         while not self.stopping.is_set():
             connection = None

@@ -14,8 +14,7 @@ stopped with escalation, and what its end means for ours.
   a SIGTERM, SIGINT or SIGQUIT forwarded to it) gets SIGKILL.
 
 When the command exits by itself, the dispenser exits with its status (128+N for a signal N); an exit
-it was asked for by a restart is not an end. With ``--require`` the command starts only once the files
-it needs are there (``absent``).
+it was asked for by a restart is not an end.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Iterable, Mapping
 
 from . import dispositions
 from .child import Child
@@ -168,10 +166,3 @@ class Supervisor:
             return None
         log.info("the child exited with status %s", status)
         return status
-
-
-def absent(required: Iterable[str], files: Mapping[str, bytes]) -> list[str]:
-    """The ``--require`` paths not projected yet: neither a file nor a directory holding one."""
-    return [
-        path for path in required if path not in files and not any(f.startswith(path + "/") for f in files)
-    ]

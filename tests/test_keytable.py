@@ -120,12 +120,12 @@ def test_excluded_keys_are_counted_but_never_held_or_refused() -> None:
     table.absorb(Batch(2, {b"/p/cert.pem": b"C", b"/p/acme-account": b"secret", b"/p/../bad": b"x"}))
     target.write(table)
     assert target.on_disk == {"cert.pem": b"C"}
-    assert table.keys == 3 and table.refused == 1  # the bad key only
+    assert table.count == 3 and table.refused == 1  # the bad key only
     assert b"secret" not in table.held.values() and "acme-account" not in table.digests
     table.absorb(Batch(3, {b"/p/acme-account": None}))
-    assert table.keys == 2
+    assert table.count == 2
     table.absorb(Batch(4, {b"/p/cert.pem": b"C"}, snapshot=True))
-    assert table.keys == 1 and table.excluded == set()
+    assert table.count == 1 and table.excluded == set()
 
 
 def projected(table: KeyTable, target: Target, *batches: dict[bytes, bytes | None]) -> dict[str, bytes]:
