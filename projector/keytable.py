@@ -25,8 +25,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol
 
 from .batches import Batch
+from .digests import digest
 from .keys import RefusedKey, Selection, printable, relative_path
-from .writer import digest
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from .keys import RefusedKey, printable, relative_path
+from .push_store import EtcdError, Store
 from .settings import LOG_LEVELS, OneLineParser, UsageError, load_etcd_config, normalize_prefix
-from .store import EtcdError, Store
 
 PROG = "etcd-config-push"
 DEFAULT_MAX_TXN_OPS = 128  # etcd's own default for --max-txn-ops

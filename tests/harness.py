@@ -18,6 +18,8 @@ from typing import Any
 
 from etcd_server import Etcd
 
+from projector.writer.layout import GENERATION_PATTERN
+
 CHILD = Path(__file__).parent / "child_recorder.py"
 
 
@@ -28,11 +30,16 @@ def console_script() -> str:
     return found
 
 
+def all_generations(target: Path) -> list[str]:
+    """Every generation directory in a target, oldest first (names sort by time)."""
+    return sorted(name for name in os.listdir(target) if GENERATION_PATTERN.fullmatch(name))
+
+
 def generations(target: Path) -> list[str]:
     """The generation directories in a target, oldest first, up to the live one: those newer than it
     were made ahead for the next change (copies of the live one, never read) and are left out."""
     live = os.readlink(target / "..data")
-    return sorted(name for name in os.listdir(target) if name[:3] in ("..1", "..2") and name <= live)
+    return [name for name in all_generations(target) if name <= live]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from projector.batches import Batch
+from projector.digests import digest
 from projector.keytable import KeyTable
-from projector.writer import digest
 
 
 class Target:

@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from harness import all_generations as generations
 
+from projector.digests import digest
 from projector.settings import Ownership
-from projector.writer import DATA_LINK, MAX_STALE, Rejected, WriteError, Writer, digest, links
+from projector.writer import DATA_LINK, MAX_STALE, Rejected, WriteError, Writer, links
 
 
 def hold(writer: Writer, values: dict[str, bytes]) -> bool:
@@ -21,10 +23,6 @@ def hold(writer: Writer, values: dict[str, bytes]) -> bool:
     changes: dict[str, bytes | None] = {path: digest(value) for path, value in values.items()}
     changes.update((path, None) for path in writer.files if path not in values)
     return writer.apply(changes, values.__getitem__)
-
-
-def generations(target: Path) -> list[str]:
-    return sorted(name for name in os.listdir(target) if name.startswith("..") and name[2:3].isdigit())
 
 
 class Clock:

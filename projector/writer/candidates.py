@@ -1,10 +1,10 @@
 """Where the generation a change writes into comes from (step 2 of ``Writer.apply``), and what it lacks.
 
-In order of preference: the one made ahead (ahead.py), if the directories the change touches are as the
-writer left them; else the oldest replaced generation that is due (garbage.py), if intact, renamed to a
-new name; else a new, empty directory. A generation that someone else changed is removed, never
-reused. Renaming a reused generation makes a reader still holding its old name fail to open files ("no
-such file or directory") rather than read a mix of two generations.
+In order of preference: the one made ahead (``Writer.prepare``), if the directories the change
+touches are as the writer left them; else the oldest replaced generation that is due (garbage.py), if
+intact, renamed to a new name; else a new, empty directory. A generation that someone else changed is
+removed, never reused. Renaming a reused generation makes a reader still holding its old name fail to
+open files ("no such file or directory") rather than read a mix of two generations.
 
 A generation holds what the live one held some swaps ago (its epoch); :class:`History` remembers which
 paths each swap changed, so that bringing it up to date costs what changed since, not the size of the

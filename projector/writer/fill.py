@@ -28,7 +28,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from ..settings import Ownership
-from .ahead import Blanks
+from .blanks import Blanks
 from .layout import (
     UMASK,
     Generation,

@@ -5,7 +5,7 @@ so a replaced generation is not touched for ``GRACE_SECONDS``, nor while it is o
 ``MAX_STALE``. After that it is due: the next generation is made from the oldest one due, brought up to
 date with what changed since (candidates.py), which costs what changed, not the size of the tree. So
 the newest ``KEPT`` replaced generations stay as the material of the next changes, and once past the
-grace each is brought up to date when nothing else happens (writer.py): no value that changed or went
+grace each is brought up to date when nothing else happens (swap.py): no value that changed or went
 stays on disk longer than the grace. Older ones are removed when the dispenser collects garbage (when
 no change is waiting: a 10,000-file tree takes about as long to remove as to link).
 """

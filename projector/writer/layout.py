@@ -6,8 +6,8 @@ Kubernetes' AtomicWriter layout::
     target/..2026_11_24_16_15_51.123456789/   one generation: the complete tree
     target/..data -> ..2026_11_24_16_15_51.123456789
     target/name -> ..data/name                one link per top-level name
-    target/..2026_11_24_16_15_51.200417553/   the next generation, made ahead (ahead.py)
-    target/..blanks/                          empty files for the next change's files (ahead.py)
+    target/..2026_11_24_16_15_51.200417553/   the next generation, made ahead (``Writer.prepare``)
+    target/..blanks/                          empty files for the next change's files (blanks.py)
     target/..data_tmp.<hex> -> ...            the link that a swap renames over ..data, for a moment
 
 Every name starting with ``..`` belongs to the layout (keys.py refuses such keys). A generation is named
@@ -18,7 +18,6 @@ package made or recognised by their pattern, never by walking paths a user could
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -43,19 +42,6 @@ log = logging.getLogger(__name__)
 # The process's umask, read once at import (before any thread): reading it means setting it.
 UMASK = os.umask(0o077)
 os.umask(UMASK)
-
-
-DIGEST_BYTES = 16  # 2^-64 odds of two values alike after 2^32 changes: small enough, half SHA-256's memory
-
-
-def digest(value: bytes) -> bytes:
-    """What the writer and the dispenser remember of a value: never the value itself."""
-    return hashlib.blake2b(value, digest_size=DIGEST_BYTES).digest()
-
-
-def hasher() -> hashlib.blake2b:
-    """The same digest, fed in pieces (for files read at start)."""
-    return hashlib.blake2b(digest_size=DIGEST_BYTES)
 
 
 class WriteError(Exception):

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .layout import DATA_LINK
-from .recovery import is_our_link
 
 ALONGSIDE = 1000  # from this many new names on, their links are made on a thread of their own
 
@@ -83,3 +82,20 @@ def remove(target: Path, names: Iterable[str], quiet: bool = False) -> None:
             except OSError as exc:
                 level = logging.DEBUG if quiet else logging.WARNING
                 log.log(level, "cannot remove link %s: %s", name, exc.strerror)
+
+
+def our_names(target: Path, theirs: bool = False) -> set[str]:
+    """The top-level names that are links this tool made (``theirs``: the other names, those taken by
+    something this tool did not create)."""
+    return {
+        entry.name
+        for entry in os.scandir(target)
+        if not entry.name.startswith("..") and is_our_link(target, entry.name) != theirs
+    }
+
+
+def is_our_link(target: Path, name: str) -> bool:
+    try:
+        return os.readlink(f"{target}/{name}") == f"{DATA_LINK}/{name}"
+    except OSError:
+        return False

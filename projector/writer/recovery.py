@@ -1,6 +1,6 @@
 """What a restart finds in the target, and what survives a crash.
 
-A generation goes live only by the rename over ``..data`` (writer.py), so after a crash the target
+A generation goes live only by the rename over ``..data`` (swap.py), so after a crash the target
 holds exactly one whole live generation, plus perhaps what was being made when the process died:
 temporary links, blank files, generations that ``..data`` does not point to. ``open_target`` removes
 those, and indexes the live generation by content, so that a file torn by a power loss differs from
@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..digests import hasher
 from ..settings import Ownership
 from .layout import (
     BLANKS_DIRECTORY,
@@ -26,12 +27,12 @@ from .layout import (
     Generation,
     WriteError,
     describe,
-    hasher,
     is_generation,
     open_directory,
     own_directory,
     remove_tree,
 )
+from .links import our_names
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +59,6 @@ def open_target(target: Path, ownership: Ownership) -> Found:
         return Found(live, files, our_names(target))
     except OSError as exc:
         raise WriteError(describe(exc, target)) from None
-
-
-def our_names(target: Path, theirs: bool = False) -> set[str]:
-    """The top-level names that are links this tool made (``theirs``: the other names, those taken by
-    something this tool did not create)."""
-    return {
-        entry.name
-        for entry in os.scandir(target)
-        if not entry.name.startswith("..") and is_our_link(target, entry.name) != theirs
-    }
-
-
-def is_our_link(target: Path, name: str) -> bool:
-    try:
-        return os.readlink(f"{target}/{name}") == f"{DATA_LINK}/{name}"
-    except OSError:
-        return False
 
 
 def _create_target(target: Path, ownership: Ownership) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from etcd_server import EtcdServer
-from harness import Run, wait_for
+from harness import Run, all_generations, wait_for
 
 FILES = 1500
 ROUNDS = 12
@@ -44,7 +44,7 @@ def read_generation(target: Path) -> set[str] | None:
 
 
 def newest_generation(target: Path) -> str:
-    return max(name for name in os.listdir(target) if name.startswith("..") and name[2:3].isdigit())
+    return all_generations(target)[-1]
 
 
 @pytest.fixture

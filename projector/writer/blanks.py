@@ -1,13 +1,9 @@
-"""What is made ahead for the next change, off the path from commit to signal.
+"""Blank files made ahead for the next change, off the path from commit to signal.
 
 After each swap (once the child has been told) and when idle, the writer prepares what the next change
-needs but does not depend on (``Writer.prepare``):
-
-- the next generation itself, made equal to the live one: a stale generation due for removal brought
-  up to date, or a new one with every file linked (hard links only: it holds no old content);
-- blank files with the files' mode and owner (:class:`Blanks`), which a changed file is written into
-  and renamed into place: the change does not pay for allocating an inode.
-
+needs but does not depend on (``Writer.prepare`` in swap.py): the next generation itself, made equal to
+the live one, and here, blank files with the files' mode and owner (:class:`Blanks`), which a changed
+file is written into and renamed into place, so that the change does not pay for allocating an inode.
 A change then writes only its own files. All of it is removed when the tool exits and, after a
 crash, at start (recovery.py).
 """

@@ -24,7 +24,7 @@ each step costing what the change touches, not the size of the tree (layout.py d
  8. The old live generation is replaced (garbage.py): kept untouched for a grace period, then brought
     up to date with what changed since and reused for a later change; the oldest are removed.
 
-``prepare`` (ahead.py) makes steps 2 and 3 cheap: after a swap it brings a replaced generation up to
+``prepare`` makes steps 2 and 3 cheap: after a swap it brings a replaced generation up to
 date (the few swaps since its time), and makes blank files. ``open`` is what a restart finds
 (recovery.py); the first change after it is measured against every file found.
 """
@@ -41,7 +41,7 @@ from pathlib import Path
 
 from ..settings import Ownership
 from . import links
-from .ahead import Blanks
+from .blanks import Blanks
 from .candidates import Candidates, History
 from .fill import Filler
 from .garbage import GRACE_SECONDS, Stale
@@ -54,8 +54,9 @@ from .layout import (
     describe,
     fsync_directory,
 )
+from .links import is_our_link, our_names
 from .live import LiveIndex, top_name
-from .recovery import is_our_link, open_target, our_names
+from .recovery import open_target
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +226,8 @@ class Writer:
     # -- ahead and after -------------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Make ahead what the next change needs but does not depend on (ahead.py). Each part that
-        cannot be made now is made by the change itself."""
+        """Make ahead what the next change needs but does not depend on: the next generation, and
+        blank files (blanks.py). Each part that cannot be made now is made by the change itself."""
         if self._ahead is None and self._live is not None:
             self._ahead = self._twin()
         try:
