@@ -21,12 +21,13 @@ freshness check counts them), never with their values.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 from .batches import Batch
 from .digests import digest
 from .keys import RefusedKey, Selection, printable, relative_path
+from .paths import directories_above, top_name
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class KeyTable:
             self.excluded.add(path)
             return True
         self.digests[path], self.held[path] = new, value
-        for directory in _directories_above(path):
+        for directory in directories_above(path):
             self._below.setdefault(directory, set()).add(path)
         self._place(path, projected=False)
         for below in list(self._below.get(path, ())):  # a file wins over the keys below it
@@ -146,7 +147,7 @@ class KeyTable:
             self._unrefuse(path)
         else:
             self._changes[path] = None
-        for directory in _directories_above(path):
+        for directory in directories_above(path):
             paths = self._below[directory]
             paths.discard(path)
             if not paths:
@@ -173,16 +174,16 @@ class KeyTable:
             self._unrefuse(path)
             self._refused[path] = why
             if why.startswith("would replace"):
-                self._foreign.setdefault(path.split("/", 1)[0], set()).add(path)
+                self._foreign.setdefault(top_name(path), set()).add(path)
             if self._warned.get(path) != why:
                 log.warning("refusing key %s: it %s", printable(self._key(path)), why)
                 self._warned[path] = why
 
     def _why_refused(self, path: str) -> str | None:
-        for directory in _directories_above(path):
+        for directory in directories_above(path):
             if directory in self.digests:
                 return f"is below {printable(self._key(directory))}, which is a file"
-        top = path.split("/", 1)[0]
+        top = top_name(path)
         foreign = top in self._foreign_now if self._foreign_now is not None else self.target.is_foreign(top)
         return f"would replace {top!r} in the target, which this tool did not create" if foreign else None
 
@@ -190,7 +191,7 @@ class KeyTable:
         if self._refused.pop(path, None) is None:
             return
         self._warned.pop(path, None)
-        top = path.split("/", 1)[0]
+        top = top_name(path)
         paths = self._foreign.get(top)
         if paths is not None:
             paths.discard(path)
@@ -238,17 +239,3 @@ class KeyTable:
     def refused(self) -> int:
         """How many keys are refused now."""
         return len(self.invalid) + len(self._refused)
-
-
-def _directories_above(path: str) -> Iterable[str]:
-    """``a`` and ``a/b`` for ``a/b/c``."""
-    end = path.find("/")
-    if end < 0:
-        return ()  # most keys: no generator to make
-    return _directories_from(path, end)
-
-
-def _directories_from(path: str, end: int) -> Iterator[str]:
-    while end >= 0:
-        yield path[:end]
-        end = path.find("/", end + 1)

@@ -3,7 +3,8 @@
 ``--wait MIN[:MAX]`` (:class:`Quiet`): write once etcd has been quiet for MIN, but no later than MAX
 after the first change that is waiting. What waited is written as one generation with one signal;
 batches are whole transactions, so a transaction is never split. A failed write (disk full,
-permissions) is tried again by itself (:class:`Retry`), the live generation staying meanwhile.
+permissions) is tried again by itself (:class:`Retry`), the live generation staying meanwhile. The
+delays of both, and of the source's reconnects, grow by :class:`Backoff`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,23 @@ class Quiet:
         self._first = None
 
 
+class Backoff:
+    """Delays that double from ``first`` up to ``most``, until :meth:`reset` (the source's reconnects
+    and :class:`Retry`'s writes)."""
+
+    def __init__(self, first: float, most: float) -> None:
+        self.first = first
+        self.most = most
+        self._delay = first
+
+    def next(self) -> float:
+        delay, self._delay = self._delay, min(self._delay * 2, self.most)
+        return delay
+
+    def reset(self) -> None:
+        self._delay = self.first
+
+
 class Retry:
     """When to try a failed write again: after 0.5 s, doubling up to 30 s, until one succeeds."""
 
@@ -44,18 +62,18 @@ class Retry:
 
     def __init__(self) -> None:
         self._at: float | None = None
-        self._delay = self.FIRST
+        self._backoff = Backoff(self.FIRST, self.MOST)
 
     @property
     def failing(self) -> bool:
         return self._at is not None
 
     def failed(self) -> None:
-        self._at = time.monotonic() + self._delay
-        self._delay = min(self._delay * 2, self.MOST)
+        self._at = time.monotonic() + self._backoff.next()
 
     def succeeded(self) -> None:
-        self._at, self._delay = None, self.FIRST
+        self._at = None
+        self._backoff.reset()
 
     def due(self) -> bool:
         return self._at is not None and time.monotonic() >= self._at

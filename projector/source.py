@@ -31,6 +31,7 @@ from .batches import Batch, Confirmation, Position
 from .connection import CALL_TIMEOUT, Connection, is_permission, prefix_end, read_prefix, reason
 from .freshness import Freshness
 from .metrics import Metrics
+from .pacing import Backoff
 from .settings import EtcdConfig
 from .watchcall import WatchCall, open_watch
 
@@ -76,7 +77,7 @@ class Source:
         self.live: Connection | None = None  # the connection of the live watch
         self.fresh_revision = 0  # a revision up to which nothing under the prefix changed unseen
         self._freshness = Freshness(prefix, confirm_interval)
-        self._backoff = BACKOFF_FIRST
+        self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         self._stream: WatchCall | None = None
         self._interruption: Exception | None = None
         self._attempt = 0
@@ -99,8 +100,7 @@ class Source:
                 self.revision = None
             except Exception as exc:
                 self._failed(exc)
-                self.stopping.wait(self._backoff * random.uniform(0.5, 1.0))
-                self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+                self.stopping.wait(self._backoff.next() * random.uniform(0.5, 1.0))
             finally:
                 self.live = None
                 if connection is not None:
@@ -177,7 +177,7 @@ class Source:
         """The watch is live: a later outage starts again from the shortest backoff."""
         self.live, self._was_live = connection, True
         self.metrics.etcd_connected.set(1)
-        self._backoff = BACKOFF_FIRST
+        self._backoff.reset()
         if self._outage is not None:
             since, permission = self._outage
             what = f"permission to read {self.prefix.decode(errors='replace')}" if permission else "etcd"

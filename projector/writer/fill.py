@@ -27,6 +27,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
+from ..paths import directories_above
 from ..settings import Ownership
 from .blanks import Blanks
 from .layout import (
@@ -185,18 +186,17 @@ class Filler:
         group, others = step if mode & 0o040 else 0, step if mode & 0o004 else 0
         if not (group or others):
             return
-        parts = path.split("/")[:-1]
-        for depth in range(len(parts) + 1):
-            counts = generation.readers.setdefault("/".join(parts[:depth]), [0, 0])
+        for directory in ("", *directories_above(path)):
+            counts = generation.readers.setdefault(directory, [0, 0])
             counts[0] += group
             counts[1] += others
 
     def _widen(self, root: int, generation: Generation, touched: set[str]) -> None:
         """Give each directory above a changed file the mode its files need (see the module's text)."""
-        above: set[str] = set()
-        for directory in touched:
-            parts = directory.split("/") if directory else []
-            above.update("/".join(parts[:depth]) for depth in range(len(parts) + 1))
+        above = {""}
+        for directory in touched - above:
+            above.update(directories_above(directory))
+            above.add(directory)
         assert generation.directories is not None
         for directory in above & generation.directories.keys():
             group, others = generation.readers.get(directory, (0, 0))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..paths import top_name
+
 
 class LiveIndex:
     """The live generation's files (path -> digest) and how many live under each top-level directory."""
@@ -56,9 +58,3 @@ class LiveIndex:
                     self._below[top] = count
                 else:
                     self._below.pop(top, None)
-
-
-def top_name(path: str) -> str:
-    """A path's top-level name: the path itself when it has no directory (the same string, not a copy)."""
-    end = path.find("/")
-    return path if end < 0 else path[:end]

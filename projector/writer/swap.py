@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ..paths import top_name
 from ..settings import Ownership
 from . import links
 from .blanks import Blanks
@@ -55,7 +56,7 @@ from .layout import (
     fsync_directory,
 )
 from .links import is_our_link, our_names
-from .live import LiveIndex, top_name
+from .live import LiveIndex
 from .recovery import open_target
 
 log = logging.getLogger(__name__)
