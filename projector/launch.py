@@ -4,7 +4,10 @@ Linux's parent-death signal must be set by the child itself, between fork and ex
 there only through ``subprocess``'s ``preexec_fn``, which forks the whole process, gRPC's threads and
 fork handlers included: 1 start in 100 died before exec here, and gRPC's poller lost its descriptors.
 So the dispenser starts the command through this small program instead (spawned without a fork of
-ours), which sets the signal and replaces itself with the command: the command keeps its pid.
+ours), which sets the signal and replaces itself with the command: the command keeps its pid. Python
+ignores SIGPIPE and SIGXFSZ from its start, and exec(2) keeps what is ignored: both are given back
+their default action first, as a shell would start the command (else a pipeline in it never ends on
+SIGPIPE).
 
 Run as ``python -I -S launch.py PARENT COMMAND [ARGS...]``, or by the single-file executable with
 ``LAUNCH`` as its first argument. Only the standard library, and nothing imported that need not be.
@@ -12,6 +15,7 @@ Run as ``python -I -S launch.py PARENT COMMAND [ARGS...]``, or by the single-fil
 
 import ctypes
 import os
+import signal
 import sys
 
 LAUNCH = "--launch-child-of"  # what the single-file executable recognises (packaging/entry.py)
@@ -26,6 +30,8 @@ def launch(argv: list[str]) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the dispenser died before the signal was set
         os._exit(NOT_EXECUTABLE)
+    for restored in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(restored, signal.SIG_DFL)
     try:
         os.execvp(command[0], command)
     except OSError as exc:

@@ -32,3 +32,13 @@ def test_a_sidecar_logs_the_signals_it_ignores_and_stops_on_the_others(run: Run)
     run.send(signal.SIGQUIT)
     assert run.wait_exit() == 0
     assert "received SIGQUIT; exiting" in run.log
+
+
+def test_the_command_starts_with_no_signal_ignored(run: Run) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ; the command must not inherit that through exec(2)."""
+    out = run.tmp_path / "ignored"
+    run.etcd.put(("/cfg/a", "1"))
+    run.start(command=["sh", "-c", 'grep SigIgn /proc/$$/status > "$1"', "sh", str(out)])
+    assert run.wait_exit() == 0
+    ignored = int(out.read_text().split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)), f"{ignored:x}"
