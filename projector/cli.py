@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--file-mode", metavar="GLOB=MODE", action="append", default=[], help="mode for matching files")
     add("--require", metavar="PATH", action="append", default=[], help="start the command once PATH exists")
     add("--wait", metavar="MIN[:MAX]", help="write changes once etcd was quiet for MIN (at most MAX)")
+    add("--allow-empty", action="store_true", help="let a change through that would leave the target empty")
+    add("--max-removed", metavar="N|P%", help="hold back a change that removes more files than this")
     add("--restart", action="store_true", help="restart the command after each change instead of a signal")
     add(
         "--stop-timeout", metavar="DURATION", default="10s", help="SIGKILL the command this long after a stop"

@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
 
-from . import memory
+from . import memory, signals
 from .batches import Batch, Confirmation, Position
 from .child import reap_all
 from .inbox import ChildEvent, Inbox, Received
@@ -53,7 +52,6 @@ from .notify import Notifier
 from .pacing import Quiet, Retry
 from .projection import Outcome, Projection
 from .settings import Options
-from .signals import STOPPING
 from .source import Source
 from .supervisor import Supervisor
 
@@ -109,7 +107,7 @@ class Dispenser:
             if self.options.once:
                 self.writer.collect_garbage(everything=True)
                 return 0
-            with self._locked():
+            with patiently(self.lock):
                 if self.supervisor is not None:
                     self.supervisor.start()
                 self.direct = True
@@ -119,7 +117,7 @@ class Dispenser:
             return self._loop()
         finally:
             self.notifier.send("STOPPING=1")
-            with self._locked():
+            with patiently(self.lock):
                 self.direct = False
                 self.source.stop()
                 self.writer.close()
@@ -153,7 +151,7 @@ class Dispenser:
         """Take every waiting event: (exit status or None, outcome of ``_change`` or None if none ran)."""
         events = self.events.take(self._wait_time())
         self.metrics.beat()
-        with self._locked():
+        with patiently(self.lock):
             if self.failure is not None:
                 raise self.failure
             for event in events:
@@ -167,18 +165,6 @@ class Dispenser:
             if self.direct and not events and time.monotonic() - self.changed_at >= GARBAGE_TICK:
                 self._tidy()
         return None, None
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """The lock, for the main thread. A signal that another thread took does not end a wait for a
-        lock, and its handler runs only once the main thread runs again: wait in slices, so that a long
-        change on the source thread never holds up forwarding a signal to the command."""
-        while not self.lock.acquire(timeout=LOCK_SLICE):
-            pass
-        try:
-            yield
-        finally:
-            self.lock.release()
 
     # -- the source thread's side --------------------------------------------------------------------------
 
@@ -221,10 +207,15 @@ class Dispenser:
         if self.quiet is not None:
             self.quiet.taken()
         batches, self.pending = self.pending, []
-        outcome = self.projection.apply(batches)
+        applied = self.projection.apply(batches)
+        outcome = applied.outcome
         self.changed_at = time.monotonic()
         if outcome is Outcome.FAILED:
-            self._write_failed()
+            self._write_failed(applied.why)
+        elif outcome is Outcome.HELD:  # judged again with the next change, not retried meanwhile
+            self.metrics.errors.labels("guard").inc()
+            log.error("%s", applied.why)
+            self.retry.succeeded()
         elif outcome is not Outcome.REJECTED and self.retry.failing:
             log.warning("writing the target works again")
             self.retry.succeeded()
@@ -239,8 +230,7 @@ class Dispenser:
                 self.writer.prepare()  # for the next change, now that this one is told
         return outcome
 
-    def _write_failed(self) -> None:
-        exc = self.projection.error
+    def _write_failed(self, exc: str | None) -> None:
         self.metrics.errors.labels("write").inc()
         if not self.retry.failing:
             log.error("cannot write the target, keeping the last good files: %s", exc)
@@ -281,9 +271,17 @@ class Dispenser:
                 reap_all()  # as PID 1 without a command we still collect orphans
                 return None
             return self.supervisor.reaped()
-        name = signal.Signals(event.signum).name
-        if event.signum in STOPPING:
-            log.info("received %s; exiting", name)
-            return 0 if self.supervisor is None else 128 + event.signum
-        log.info("received %s; ignored: no command is running to forward it to", name)
-        return None
+        return signals.received(event.signum, command=self.supervisor is not None)
+
+
+@contextlib.contextmanager
+def patiently(lock: threading.Lock) -> Iterator[None]:
+    """The lock, for the main thread. A signal that another thread took does not end a wait for a lock,
+    and its handler runs only once the main thread runs again: wait in slices, so that a long change on
+    the source thread never holds up forwarding a signal to the command."""
+    while not lock.acquire(timeout=LOCK_SLICE):
+        pass
+    try:
+        yield
+    finally:
+        lock.release()

@@ -1,10 +1,11 @@
 """The key table: what the dispenser knows of the keys under the prefix, between etcd and the writer.
 
 It takes batches from the source (a snapshot replaces everything; a change batch updates the keys it
-names) and hands the writer what to change: path -> digest, or None for a path to remove, and the bytes
-of any path it has to write. Pure logic over the batches; the writer is asked only which top-level
-names in the target are the operator's, and for the bytes of a file that is on disk and must be kept
-aside.
+names) and answers with a :class:`Plan`: what the target must change (path -> digest, or None for a path
+to remove) and the bytes of every path to write. Once the plan is written, ``commit`` forgets what is on
+disk. Pure logic over the batches: the target is a view passed in to each call (which top-level names
+are the operator's; the bytes of a file on disk that the plan takes away but the table must keep), never
+a collaborator it holds, and it never calls the writer's writing side.
 
 Every step costs what the batch touches, not the size of the prefix: where each key goes is decided
 for the keys that come or go and the keys below them (a file ``a`` wins over ``a/b``, whatever the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from .batches import Batch
@@ -32,8 +34,8 @@ from .paths import directories_above, top_name
 log = logging.getLogger(__name__)
 
 
-class Target(Protocol):
-    """What the key table asks of the writer."""
+class TargetView(Protocol):
+    """What the key table asks of the target (the writer answers): questions, never changes."""
 
     def is_foreign(self, name: str) -> bool: ...
 
@@ -42,13 +44,21 @@ class Target(Protocol):
     def read(self, path: str) -> bytes: ...
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What the target must change: ``changes`` (path -> digest, or None to remove) and, for each path
+    it writes, its bytes in ``contents``."""
+
+    changes: Mapping[str, bytes | None]
+    contents: Mapping[str, bytes]
+
+
 class KeyTable:
     """Keyed by path: a valid key is its prefix and its path, so only the path is kept (a key's bytes
     are worked out again for a log line)."""
 
-    def __init__(self, prefix: bytes, target: Target, selection: Selection | None = None) -> None:
+    def __init__(self, prefix: bytes, selection: Selection | None = None) -> None:
         self.prefix = prefix
-        self.target = target
         self.selection = selection or Selection()
         self.digests: dict[str, bytes] = {}  # the path of every valid, selected key -> its value's digest
         self.invalid: dict[bytes, str] = {}  # keys refused for their name -> why
@@ -62,21 +72,24 @@ class KeyTable:
         self._displaced: set[str] = set()  # paths refused now whose value is only on disk
         self._warned: dict[str, str] = {}  # refused path -> the reason it was last warned for
         self._foreign_now: set[str] | None = None  # while a snapshot is taken in: the target's, read once
+        self._target: TargetView | None = None  # while a batch is taken in: the view it was given
 
     # -- taking batches in ---------------------------------------------------------------------------------
 
-    def absorb(self, batch: Batch) -> None:
-        """Take a batch in: a snapshot replaces every key, a change batch the keys it names."""
+    def absorb(self, batch: Batch, target: TargetView) -> None:
+        """Take a batch in: a snapshot replaces every key, a change batch the keys it names; ``target``
+        tells which names in the target are the operator's."""
         came_or_went = False
         paths = {key: self._valid_path(key) for key in batch.changes}
-        if batch.snapshot:
-            self._foreign_now = self.target.foreign_names()
-            known = self.digests.keys() | self.excluded
-            for gone in known - set(paths.values()) if known else ():
-                self._forget(gone)
-            for key in self.invalid.keys() - batch.changes.keys():
-                del self.invalid[key]
+        self._target = target
         try:
+            if batch.snapshot:
+                self._foreign_now = target.foreign_names()
+                known = self.digests.keys() | self.excluded
+                for gone in known - set(paths.values()) if known else ():
+                    self._forget(gone)
+                for key in self.invalid.keys() - batch.changes.keys():
+                    del self.invalid[key]
             for key, value in batch.changes.items():
                 path = paths[key]
                 if path is None:
@@ -85,10 +98,10 @@ class KeyTable:
                     came_or_went |= self._forget(path)
                 else:
                     came_or_went |= self._put(path, value)
+            if came_or_went and self._foreign:
+                self._look_again_at_foreign()
         finally:
-            self._foreign_now = None
-        if came_or_went and self._foreign:
-            self._look_again_at_foreign()
+            self._foreign_now = self._target = None
         self.revision = max(self.revision, batch.revision)
 
     def _valid_path(self, key: bytes) -> str | None:
@@ -117,6 +130,7 @@ class KeyTable:
         if old is not None:
             if new != old:
                 self.digests[path], self.held[path] = new, value
+                self._displaced.discard(path)  # what is on disk is no longer its value
                 if path not in self._refused:
                     self._changes[path] = new
             return False
@@ -184,7 +198,7 @@ class KeyTable:
             if directory in self.digests:
                 return f"is below {printable(self._key(directory))}, which is a file"
         top = top_name(path)
-        foreign = top in self._foreign_now if self._foreign_now is not None else self.target.is_foreign(top)
+        foreign = top in self._foreign_now if self._foreign_now is not None else self._is_foreign(top)
         return f"would replace {top!r} in the target, which this tool did not create" if foreign else None
 
     def _unrefuse(self, path: str) -> None:
@@ -201,28 +215,30 @@ class KeyTable:
     def _look_again_at_foreign(self) -> None:
         """Keys came or went: keys refused for the operator's file are projected if it is gone."""
         for top, paths in list(self._foreign.items()):
-            if not self.target.is_foreign(top):
+            if not self._is_foreign(top):
                 for path in list(paths):
                     self._place(path, projected=False)
+
+    def _is_foreign(self, top: str) -> bool:
+        assert self._target is not None  # placing happens only while a batch is taken in
+        return self._target.is_foreign(top)
 
     def _key(self, path: str) -> bytes:
         return self.prefix + path.encode()
 
-    # -- what the writer asks --------------------------------------------------------------------------------
+    # -- the plan --------------------------------------------------------------------------------------------
 
-    def changes(self) -> Mapping[str, bytes | None]:
-        """What the target must change: path -> digest, or None to remove."""
+    def plan(self, target: TargetView) -> Plan:
+        """What the target must change since the last commit. Keys the plan takes off disk while they
+        stay in etcd (refused now) keep their bytes: read from ``target`` before it is written."""
         for path in self._displaced:
-            self.held[path] = self.target.read(path)
+            self.held[path] = target.read(path)
         self._displaced.clear()
-        return self._changes
+        return Plan(self._changes, self.held)
 
-    def value(self, path: str) -> bytes:
-        """The bytes of a path to write."""
-        return self.held[path]
-
-    def written(self) -> None:
-        """The target now holds the changes: forget them, and the values that are on disk."""
+    def commit(self, plan: Plan) -> None:
+        """The target now holds ``plan``: forget its changes, and the values that are on disk."""
+        assert plan.changes is self._changes, "a plan is committed once, before the next one is made"
         for path, new in self._changes.items():
             if new is not None and path not in self._refused:
                 self.held.pop(path, None)

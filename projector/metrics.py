@@ -67,7 +67,9 @@ class Metrics:
             "when the files were last confirmed to match etcd (Unix time)",
         )
         self.rejected_keys = Number("rejected_keys", "gauge", "keys under the prefix that are refused")
-        self.errors = Labelled("errors", "kind", "errors by kind: etcd, permission, write, check, on_change")
+        self.errors = Labelled(
+            "errors", "kind", "errors by kind: etcd, permission, write, check, on_change, guard"
+        )
         self.ready = False
         self.heartbeat = time.monotonic()
 

@@ -1,11 +1,12 @@
 """One projection step: batches -> key table -> a generation on disk, as one transaction.
 
-``Projection.apply(batches)`` takes the batches into the key table, has the writer make what changed
-into a candidate generation (``--check`` sees it before the swap), and, once it is live, records what
-the files hold: the key table forgets what is on disk, the ledger (the freshness check's receiving
-side) and the metrics learn the revision. It answers with an :class:`Outcome`; what to do next (tell
-the command, retry a failed write) is the dispenser's. Pure of threads and etcd: the dispenser calls it
-under its lock, from whichever thread has the turn.
+``Projection.apply(batches)`` takes the batches into the key table, which answers with a plan (what
+changes, with the bytes to write); the writer makes the plan into a candidate generation (``--check``
+sees it before the swap), and, once it is live, the step records what the files hold: the key table
+commits the plan (forgets what is on disk), the ledger (the freshness check's receiving side) and the
+metrics learn the revision. It answers with an :class:`Applied` (the outcome, and why a write failed);
+what to do next (tell the command, retry a failed write) is the dispenser's. Pure of threads and etcd:
+the dispenser calls it under its lock, from whichever thread has the turn.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .batches import Batch, Confirmation, Position
+from .guard import Guard
 from .hooks import Hooks
 from .keys import Selection
 from .keytable import KeyTable
@@ -32,6 +35,15 @@ class Outcome(enum.Enum):
     UNCHANGED = "the target already held it"
     FAILED = "writing failed; the live generation stays"
     REJECTED = "--check refused the candidate; the live generation stays"
+    HELD = "the guard held back a change that would empty the target or remove too much"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one step did, and for a failed write or a held change, why (one line)."""
+
+    outcome: Outcome
+    why: str | None = None
 
 
 class Projection:
@@ -42,35 +54,38 @@ class Projection:
         self.hooks = hooks
         self.metrics = metrics
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
-        self.table = KeyTable(options.prefix, self.writer, Selection(options.include, options.exclude))
+        self.table = KeyTable(options.prefix, Selection(options.include, options.exclude))
         self.ledger = Ledger(metrics)
+        self.guard = Guard(options.allow_empty, options.max_removed)
         self.required = options.require
-        self.error: WriteError | None = None  # why the last apply failed
         self._checked = bool(options.check)
         self._missing: list[str] | None = None  # required paths last found missing
 
-    def apply(self, batches: Iterable[Batch]) -> Outcome:
+    def apply(self, batches: Iterable[Batch]) -> Applied:
         """Bring the target to the state of the key table and ``batches``."""
         for batch in batches:
-            self.table.absorb(batch)
-        changes = self.table.changes()
+            self.table.absorb(batch, self.writer)
+        plan = self.table.plan(self.writer)
         self.metrics.rejected_keys.set(self.table.refused)
         self.ledger.lagging()
+        held = self.guard.judge(len(self.writer.files), *self.writer.census(plan.changes))
+        if held is not None:
+            return Applied(Outcome.HELD, held)  # the plan stays: the next change is judged with it
+        accept = self._check if self._checked else None
         try:
-            swapped = self.writer.apply(changes, self.table.value, self._check if self._checked else None)
+            swapped = self.writer.apply(plan.changes, plan.contents.__getitem__, accept)
         except WriteError as exc:
-            self.error = exc
-            return Outcome.FAILED
+            return Applied(Outcome.FAILED, str(exc))  # the plan stays: the retry writes it
         except Rejected:
-            return Outcome.REJECTED  # values stay held; the next change is tried again
-        self.table.written()
+            return Applied(Outcome.REJECTED)  # values stay held; the next change is tried again
+        self.table.commit(plan)
         self.ledger.written(Position(self.table.revision, self.table.count))
         self.metrics.applied_revision.set(self.table.revision)
         if not swapped:
             log.debug("revision %s: nothing changed on disk", self.table.revision)
-            return Outcome.UNCHANGED
+            return Applied(Outcome.UNCHANGED)
         self.metrics.generations.inc()
-        return Outcome.SWAPPED
+        return Applied(Outcome.SWAPPED)
 
     def _check(self, candidate: Path) -> bool:
         return self.hooks.check(candidate, self.table.revision)

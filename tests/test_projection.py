@@ -35,9 +35,9 @@ def live(target: Path) -> dict[str, bytes]:
 
 def test_a_batch_swaps_once_and_the_same_state_again_changes_nothing(tmp_path: Path) -> None:
     step, metrics = projection(tmp_path / "t")
-    assert step.apply([Batch(3, {b"/p/a": b"1", b"/p/b": b"2"}, snapshot=True)]) is Outcome.SWAPPED
+    assert step.apply([Batch(3, {b"/p/a": b"1", b"/p/b": b"2"}, snapshot=True)]).outcome is Outcome.SWAPPED
     assert live(tmp_path / "t") == {"a": b"1", "b": b"2"}
-    assert step.apply([Batch(4, {b"/p/a": b"1"})]) is Outcome.UNCHANGED
+    assert step.apply([Batch(4, {b"/p/a": b"1"})]).outcome is Outcome.UNCHANGED
     assert metrics.applied_revision.value == 4 and metrics.generations.value == 1
     assert step.settled() is not None and step.settled().revision == 4  # type: ignore[union-attr]
     assert step.status().startswith("STATUS=revision 4: generation ..")
@@ -46,18 +46,19 @@ def test_a_batch_swaps_once_and_the_same_state_again_changes_nothing(tmp_path: P
 def test_a_refused_candidate_and_a_failed_write_leave_the_live_files(tmp_path: Path) -> None:
     target = tmp_path / "t"
     step, _metrics = projection(target, check="false")
-    assert step.apply([Batch(2, {b"/p/a": b"1"}, snapshot=True)]) is Outcome.REJECTED
+    assert step.apply([Batch(2, {b"/p/a": b"1"}, snapshot=True)]).outcome is Outcome.REJECTED
     assert not (target / "..data").exists() and step.settled() is None
     step, _metrics = projection(target)
-    assert step.apply([Batch(2, {b"/p/a": b"1"}, snapshot=True)]) is Outcome.SWAPPED
+    assert step.apply([Batch(2, {b"/p/a": b"1"}, snapshot=True)]).outcome is Outcome.SWAPPED
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))  # EFBIG past 4 KiB, even for root
     try:
-        assert step.apply([Batch(3, {b"/p/a": b"2" * 8192})]) is Outcome.FAILED
+        failed = step.apply([Batch(3, {b"/p/a": b"2" * 8192})])
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
-    assert step.error is not None and live(target) == {"a": b"1"} and step.settled() is None
-    assert step.apply([]) is Outcome.SWAPPED  # the held value is written on the retry
+    assert failed.outcome is Outcome.FAILED and "File too large" in str(failed.why)
+    assert live(target) == {"a": b"1"} and step.settled() is None
+    assert step.apply([]).outcome is Outcome.SWAPPED  # the held value is written on the retry
     assert live(target) == {"a": b"2" * 8192}
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
+from ..guard import Limit
 from ..keys import RefusedKey, check_path
 from .values import (
     UsageError,
@@ -22,6 +23,7 @@ from .values import (
     parse_duration,
     parse_file_mode,
     parse_glob,
+    parse_max_removed,
     parse_mode,
     parse_signal,
     parse_wait,
@@ -49,6 +51,10 @@ def _required(text: str) -> str:
         return check_path(text.strip("/") if text != "/" else "")
     except RefusedKey as refusal:
         raise ValueError(f"{text!r} {refusal}") from None
+
+
+def _limit(text: object) -> object:
+    return Limit(*parse_max_removed(text)) if isinstance(text, str) else text
 
 
 def _interval(text: object) -> object:
@@ -121,6 +127,8 @@ class Options(BaseModel):
     require: Annotated[tuple[str, ...], BeforeValidator(_each(_required))] = ()
     wait: Annotated[tuple[float, float] | None, BeforeValidator(lambda v: v and parse_wait(v))] = None
     restart: bool = False
+    allow_empty: bool = False
+    max_removed: Annotated[Limit | None, BeforeValidator(_limit)] = None
     stop_timeout: Annotated[
         float, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str) else v)
     ] = 10.0

@@ -189,3 +189,13 @@ def parse_file_mode(text: str) -> tuple[re.Pattern[str], int]:
     if not equals or not glob:
         raise ValueError(f"{text!r} is not GLOB=MODE, such as '*.crt=0644'")
     return parse_glob(glob), parse_mode(mode)
+
+
+def parse_max_removed(text: str) -> tuple[int, bool]:
+    """``N`` files or ``P%`` of the live files: (the number, whether it is a percentage)."""
+    word = text.strip()
+    percent = word.endswith("%")
+    digits = word.removesuffix("%").strip()
+    if not digits.isdigit() or (percent and int(digits) > 100):
+        raise ValueError(f"{text!r} is not a number of files (such as 10) or a percentage (such as 25%)")
+    return int(digits), percent

@@ -44,6 +44,19 @@ class LiveIndex:
         vanish = {top for top, count in counts.items() if not count and before[top]}
         return counts, appear, vanish
 
+    def census(self, changes: Mapping[str, bytes | None], found: set[str] | None) -> tuple[int, int]:
+        """How many live files ``changes`` remove, and how many the target holds after them; ``found``:
+        the files found at start, which the first change removes unless it names them."""
+        removed = added = 0
+        for path, new in changes.items():
+            if path in self.files:
+                removed += new is None
+            else:
+                added += new is not None
+        if found:
+            removed += sum(1 for path in found if path not in changes)
+        return removed, len(self.files) - removed + added
+
     def record(self, effective: Mapping[str, bytes | None]) -> None:
         """The changes went live."""
         for path, new in effective.items():

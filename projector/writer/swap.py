@@ -125,6 +125,10 @@ class Writer:
         with open(f"{self._prefix}{self._live.name}/{path}", "rb") as handle:
             return handle.read()
 
+    def census(self, changes: Mapping[str, bytes | None]) -> tuple[int, int]:
+        """How many live files ``changes`` would remove, and how many files the target would hold."""
+        return self._index.census(changes, self._found)
+
     @property
     def has_garbage(self) -> bool:
         """Whether ``collect_garbage`` has work: generations to remove, or to bring up to date."""
