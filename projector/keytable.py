@@ -17,6 +17,10 @@ the last successful write, or valid but refused because it conflicts with anothe
 operator keeps in the target), so that a failed write can be retried and a refused key projected once
 its conflict goes away. Keys that the operator's selection leaves out are remembered by name only (the
 freshness check counts them), never with their values.
+
+With ``--decode``, a file holds the decoded value (decoding.py); the digest is of the decoded bytes.
+A value that does not decode is refused like a key (counted in ``refused``), and its path keeps what
+it held: the key table simply does not take the new value in.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .batches import Batch
+from .decoding import Decoding, Undecodable
 from .digests import digest
 from .keys import RefusedKey, Selection, printable, relative_path
 from .paths import directories_above, top_name
@@ -57,12 +62,16 @@ class KeyTable:
     """Keyed by path: a valid key is its prefix and its path, so only the path is kept (a key's bytes
     are worked out again for a log line)."""
 
-    def __init__(self, prefix: bytes, selection: Selection | None = None) -> None:
+    def __init__(
+        self, prefix: bytes, selection: Selection | None = None, decoding: Decoding | None = None
+    ) -> None:
         self.prefix = prefix
         self.selection = selection or Selection()
+        self.decoding = decoding or Decoding()
         self.digests: dict[str, bytes] = {}  # the path of every valid, selected key -> its value's digest
         self.invalid: dict[bytes, str] = {}  # keys refused for their name -> why
         self.excluded: set[str] = set()  # paths the selection leaves out: their names, never values
+        self.undecodable: dict[str, str] = {}  # paths whose value does not decode (--decode) -> why
         self.held: dict[str, bytes] = {}  # values not on disk
         self.revision = 0  # of the newest batch taken in
         self._below: dict[str, set[str]] = {}  # directory -> the paths of keys below it
@@ -85,7 +94,7 @@ class KeyTable:
         try:
             if batch.snapshot:
                 self._foreign_now = target.foreign_names()
-                known = self.digests.keys() | self.excluded
+                known = self.digests.keys() | self.excluded | self.undecodable.keys()
                 for gone in known - set(paths.values()) if known else ():
                     self._forget(gone)
                 for key in self.invalid.keys() - batch.changes.keys():
@@ -125,8 +134,20 @@ class KeyTable:
 
     def _put(self, path: str, value: bytes) -> bool:
         """A key's new value; whether the key is new."""
-        new = digest(value)
         old = self.digests.get(path)
+        if old is None:
+            if path in self.excluded:
+                return False
+            if self.selection and not self.selection.selects(path):
+                self.excluded.add(path)
+                return True
+        if self.decoding:
+            try:
+                value = self.decoding.decode(path, value)
+            except Undecodable as refusal:
+                return self._undecodable(path, str(refusal), old is None)
+            self.undecodable.pop(path, None)
+        new = digest(value)
         if old is not None:
             if new != old:
                 self.digests[path], self.held[path] = new, value
@@ -134,11 +155,6 @@ class KeyTable:
                 if path not in self._refused:
                     self._changes[path] = new
             return False
-        if path in self.excluded:
-            return False
-        if self.selection and not self.selection.selects(path):
-            self.excluded.add(path)
-            return True
         self.digests[path], self.held[path] = new, value
         for directory in directories_above(path):
             self._below.setdefault(directory, set()).add(path)
@@ -147,13 +163,23 @@ class KeyTable:
             self._place(below, projected=below not in self._refused)
         return True
 
+    def _undecodable(self, path: str, why: str, new: bool) -> bool:
+        """A value that does not decode: not projected (a file keeps its last good content), one
+        warning until it decodes again; whether the key is new."""
+        if path in self.undecodable:
+            return False
+        self.undecodable[path] = why
+        log.warning("refusing the value of key %s: it %s (--decode)", printable(self._key(path)), why)
+        return new
+
     def _forget(self, path: str) -> bool:
         """A key is gone; whether it was there."""
         if path in self.excluded:
             self.excluded.discard(path)
             return True
+        undecodable = self.undecodable.pop(path, None) is not None
         if path not in self.digests:
-            return False
+            return undecodable
         del self.digests[path]
         self.held.pop(path, None)
         self._displaced.discard(path)
@@ -249,9 +275,11 @@ class KeyTable:
     @property
     def count(self) -> int:
         """How many keys are under the prefix in etcd, as far as the batches taken in tell."""
-        return len(self.digests) + len(self.invalid) + len(self.excluded)
+        unknown = sum(1 for path in self.undecodable if path not in self.digests)  # never decoded yet
+        return len(self.digests) + len(self.invalid) + len(self.excluded) + unknown
 
     @property
     def refused(self) -> int:
         """How many keys are refused now."""
-        return len(self.invalid) + len(self._refused)
+        undecodable = sum(1 for path in self.undecodable if path not in self._refused)
+        return len(self.invalid) + len(self._refused) + undecodable

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .batches import Batch, Confirmation, Position
+from .decoding import Decoding
 from .guard import Guard
 from .hooks import Hooks
 from .keys import Selection
@@ -54,7 +55,8 @@ class Projection:
         self.hooks = hooks
         self.metrics = metrics
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
-        self.table = KeyTable(options.prefix, Selection(options.include, options.exclude))
+        selection = Selection(options.include, options.exclude)
+        self.table = KeyTable(options.prefix, selection, Decoding(options.decode))
         self.ledger = Ledger(metrics)
         self.guard = Guard(options.allow_empty, options.max_removed)
         self.required = options.require

@@ -189,3 +189,18 @@ def test_a_displaced_key_changed_before_the_plan_keeps_its_new_value() -> None:
     target.write(table)
     assert table.held == {"a/b": b"new"}
     assert projected(table, target, {b"/p/a": None}) == {"a/b": b"new"}
+
+
+def test_decoded_values_and_one_that_does_not_decode_keeps_the_last_good_file() -> None:
+    from projector.decoding import Decoding
+    from projector.settings.values import parse_glob
+
+    target = Target()
+    table = KeyTable(b"/p/", decoding=Decoding(((parse_glob("*.der"), "base64"),)))
+    found = projected(table, target, {b"/p/a.der": b"AAEC", b"/p/b.der": b"!", b"/p/plain": b"AAEC"})
+    assert found == {"a.der": b"\x00\x01\x02", "plain": b"AAEC"}
+    assert table.count == 3 and table.refused == 1
+    assert projected(table, target, {b"/p/a.der": b"not base64"}) == found  # the last good content stays
+    assert table.refused == 2 and "a.der" in table.undecodable
+    assert projected(table, target, {b"/p/a.der": b"AwQ=", b"/p/b.der": None})["a.der"] == b"\x03\x04"
+    assert table.count == 2 and table.refused == 0 and table.undecodable == {}

@@ -20,6 +20,7 @@ from .values import (
     first_error,
     normalize_prefix,
     parse_address,
+    parse_decode,
     parse_duration,
     parse_file_mode,
     parse_glob,
@@ -124,6 +125,7 @@ class Options(BaseModel):
     file_mode: Annotated[
         tuple[tuple[re.Pattern[str], int], ...], BeforeValidator(_each(parse_file_mode))
     ] = ()
+    decode: Annotated[tuple[tuple[re.Pattern[str], str], ...], BeforeValidator(_each(parse_decode))] = ()
     require: Annotated[tuple[str, ...], BeforeValidator(_each(_required))] = ()
     wait: Annotated[tuple[float, float] | None, BeforeValidator(lambda v: v and parse_wait(v))] = None
     restart: bool = False

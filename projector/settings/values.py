@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from ..decoding import ENCODINGS
+
 UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
 
 
@@ -199,3 +201,13 @@ def parse_max_removed(text: str) -> tuple[int, bool]:
     if not digits.isdigit() or (percent and int(digits) > 100):
         raise ValueError(f"{text!r} is not a number of files (such as 10) or a percentage (such as 25%)")
     return int(digits), percent
+
+
+def parse_decode(text: str) -> tuple[re.Pattern[str], str]:
+    """``GLOB=ENCODING``: the values of keys whose path matches GLOB are decoded before they are written."""
+    glob, equals, encoding = text.rpartition("=")
+    if not equals or not glob:
+        raise ValueError(f"{text!r} is not GLOB=ENCODING, such as '*.der=base64'")
+    if encoding.strip().lower() not in ENCODINGS:
+        raise ValueError(f"{encoding!r} is not an encoding this tool decodes ({', '.join(ENCODINGS)})")
+    return parse_glob(glob), encoding.strip().lower()
