@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         help="never project keys matching (repeatable)",
     )
     add("--file-mode", metavar="GLOB=MODE", action="append", default=[], help="mode for matching files")
+    add(
+        "--file-owner",
+        metavar="GLOB=USER[:GROUP]",
+        action="append",
+        default=[],
+        help="owner and group of matching files (root only, unless it is you)",
+    )
     add("--decode", metavar="GLOB=base64", action="append", default=[], help="decode matching values")
     add("--require", metavar="PATH", action="append", default=[], help="start the command once PATH exists")
     add("--wait", metavar="MIN[:MAX]", help="write changes once etcd was quiet for MIN (at most MAX)")

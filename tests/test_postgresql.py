@@ -1,5 +1,6 @@
-"""Real PostgreSQL behind the dispenser, both run as the ``postgres`` user: the server certificate and
-key and a file of ``include_dir`` come from etcd; SIGHUP makes the postmaster reload them."""
+"""Real PostgreSQL behind the dispenser (both as the ``postgres`` user, or the dispenser as root giving
+the key to ``postgres``): the server certificate and key and a file of ``include_dir`` come from etcd;
+SIGHUP makes the postmaster reload them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import struct
 import subprocess
 import tempfile
@@ -170,3 +172,44 @@ def _answers(database: Postgres) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_root_dispenser_gives_the_key_to_postgres_and_keeps_the_certificate_readable(
+    work: Path, postgres_user: pwd.struct_passwd, etcd: EtcdServer
+) -> None:
+    # The dispenser as root, PostgreSQL as its own user: the key must be owned by that user (the server
+    # refuses one it does not own, unless it is root's and 0640 for its group), the certificate 0644.
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run PostgreSQL as its own user under a root dispenser")
+    run = Run(work, etcd)
+    database = Postgres(work, run.target, postgres_user)
+    first, second = server_pair(), server_pair()
+    etcd.put(
+        ("/cfg/server.crt", first[0]),
+        ("/cfg/server.key", first[1]),
+        ("/cfg/conf.d/app.conf", "work_mem = '8MB'\n"),
+    )
+    flags = (
+        "--signal=SIGHUP",
+        "--file-owner=server.key=postgres",
+        "--file-mode=server.crt=0644",
+        "--file-mode=conf.d/*=0644",
+    )
+    as_postgres = setpriv(postgres_user.pw_uid, postgres_user.pw_gid)
+    try:
+        run.start(*flags, command=[*as_postgres, *database.command()])
+        wait_for(lambda: _answers(database), 60, f"PostgreSQL to accept connections; log:\n{run.log}")
+        key, certificate = os.stat(run.target / "server.key"), os.stat(run.target / "server.crt")
+        assert (key.st_uid, stat.S_IMODE(key.st_mode)) == (postgres_user.pw_uid, 0o600)
+        assert (certificate.st_uid, stat.S_IMODE(certificate.st_mode)) == (0, 0o644)
+        assert database.served() == der(first[0])
+        started = database.query("SELECT pg_postmaster_start_time()")
+
+        etcd.put(("/cfg/server.crt", second[0]), ("/cfg/server.key", second[1]))
+        wait_for(lambda: database.served() == der(second[0]), 15, f"the rotated certificate; log:\n{run.log}")
+        assert database.query("SELECT pg_postmaster_start_time()") == started  # reloaded, not restarted
+        assert os.stat(run.target / "server.key").st_uid == postgres_user.pw_uid
+        run.send(signal.SIGTERM)
+        assert run.wait_exit(60) == 0
+    finally:
+        run.stop()

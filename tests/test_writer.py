@@ -430,3 +430,33 @@ def test_a_file_mode_changed_between_runs_is_a_new_generation(tmp_path: Path) ->
     assert hold(writer, {"a.crt": b"1", "b": b"2"})
     assert stat.S_IMODE(os.stat(target / "a.crt").st_mode) == 0o644
     assert stat.S_IMODE(os.stat(target / "b").st_mode) == 0o600
+
+
+def test_per_file_owners_are_set_before_the_first_byte_and_their_directories_let_them_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projector.settings.values import parse_glob
+
+    if os.geteuid() != 0:
+        pytest.skip("giving files to another user needs root")
+    nobody = (parse_glob("d/*.key"), 65534, None)
+    writer = Writer(tmp_path / "t", Ownership(mode=0o600, uid=0, gid=0, file_owners=(nobody,)))
+    writer.open()
+    real_write, seen = os.write, {}
+
+    def checking_write(fd: int, data: bytes) -> int:
+        st = os.fstat(fd)
+        seen[bytes(data)] = (st.st_uid, st.st_gid)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", checking_write)
+    hold(writer, {"a": b"1", "d/b.key": b"2", "e/c": b"3"})
+    writer.prepare()  # now through blank files made ahead, made with the default owner
+    hold(writer, {"a": b"4", "d/b.key": b"5", "e/c": b"3"})
+    monkeypatch.undo()
+    assert seen == {b"1": (0, 0), b"2": (65534, 0), b"3": (0, 0), b"4": (0, 0), b"5": (65534, 0)}
+    live = tmp_path / "t" / DATA_LINK
+    modes = {name: stat.S_IMODE(os.stat(live / name).st_mode) for name in (".", "d", "e")}
+    assert modes == {".": 0o701, "d": 0o701, "e": 0o700}  # search for others above the key alone
+    hold(writer, {"a": b"4", "e/c": b"3"})  # the key goes: so does the search it needed
+    assert stat.S_IMODE(os.stat(live).st_mode) == 0o700

@@ -23,6 +23,7 @@ from .values import (
     parse_decode,
     parse_duration,
     parse_file_mode,
+    parse_file_owner,
     parse_glob,
     parse_max_removed,
     parse_mode,
@@ -70,12 +71,14 @@ def _interval(text: object) -> object:
 @dataclass(frozen=True)
 class Ownership:
     """Mode and owner of the projected files: ``mode``, unless one of ``file_modes`` (glob, mode) matches
-    a file's path first. ``None`` ids keep the process's own."""
+    a file's path first; ``uid`` and ``gid``, unless one of ``file_owners`` (glob, uid, gid) matches
+    first (a None there keeps ``uid`` or ``gid``). ``None`` ids keep the process's own."""
 
     mode: int = 0o600
     uid: int | None = None
     gid: int | None = None
     file_modes: tuple[tuple[re.Pattern[str], int], ...] = ()
+    file_owners: tuple[tuple[re.Pattern[str], int | None, int | None], ...] = ()
 
     def mode_of(self, path: str) -> int:
         for glob, mode in self.file_modes:
@@ -83,20 +86,32 @@ class Ownership:
                 return mode
         return self.mode
 
+    def owner_of(self, path: str) -> tuple[int | None, int | None]:
+        for glob, uid, gid in self.file_owners:
+            if glob.match(path):
+                return self.uid if uid is None else uid, self.gid if gid is None else gid
+        return self.uid, self.gid
+
+    @property
+    def per_file(self) -> bool:
+        """Whether files differ in mode or owner, so that each directory's mode follows its files."""
+        return bool(self.file_modes or self.file_owners)
+
     @property
     def directory_mode(self) -> int:
-        """The mode a directory is made with. When every file has ``mode`` it is final: ``rwx`` for the
-        owner, and read and search for whoever may read the files. With ``file_modes`` it is the
-        owner's alone until the files below it are known (each gets what they need: fill.py)."""
-        return 0o700 if self.file_modes else directory_mode(self.mode)
+        """The mode a directory is made with. When every file has ``mode`` and the one owner it is
+        final: ``rwx`` for the owner, and read and search for whoever may read the files. Per file it is
+        the owner's alone until the files below it are known (each gets what they need: fill.py)."""
+        return 0o700 if self.per_file else directory_mode(self.mode)
 
     @property
     def target_mode(self) -> int:
-        """The target's mode, when this tool creates it: what the most permissive file may need."""
+        """The target's mode, when this tool creates it: what the most permissive file may need (and
+        search for others when a file may belong to someone else)."""
         widest = self.mode
         for _glob, mode in self.file_modes:
             widest |= mode
-        return directory_mode(widest)
+        return directory_mode(widest) | (0o001 if self.file_owners else 0)
 
 
 class Options(BaseModel):
@@ -126,6 +141,9 @@ class Options(BaseModel):
         tuple[tuple[re.Pattern[str], int], ...], BeforeValidator(_each(parse_file_mode))
     ] = ()
     decode: Annotated[tuple[tuple[re.Pattern[str], str], ...], BeforeValidator(_each(parse_decode))] = ()
+    file_owner: Annotated[
+        tuple[tuple[re.Pattern[str], int | None, int | None], ...], BeforeValidator(_each(parse_file_owner))
+    ] = ()
     require: Annotated[tuple[str, ...], BeforeValidator(_each(_required))] = ()
     wait: Annotated[tuple[float, float] | None, BeforeValidator(lambda v: v and parse_wait(v))] = None
     restart: bool = False
@@ -147,7 +165,7 @@ class Options(BaseModel):
 
     @property
     def ownership(self) -> Ownership:
-        return Ownership(self.mode, self.owner, self.group, self.file_mode)
+        return Ownership(self.mode, self.owner, self.group, self.file_mode, self.file_owner)
 
 
 def load_options(**flags: object) -> Options:

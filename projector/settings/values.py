@@ -211,3 +211,13 @@ def parse_decode(text: str) -> tuple[re.Pattern[str], str]:
     if encoding.strip().lower() not in ENCODINGS:
         raise ValueError(f"{encoding!r} is not an encoding this tool decodes ({', '.join(ENCODINGS)})")
     return parse_glob(glob), encoding.strip().lower()
+
+
+def parse_file_owner(text: str) -> tuple[re.Pattern[str], int | None, int | None]:
+    """``GLOB=USER[:GROUP]`` (or ``GLOB=:GROUP``): files whose path matches GLOB get that owner and
+    group, by name or number."""
+    glob, equals, owner = text.rpartition("=")
+    user, _, group = owner.partition(":")
+    if not equals or not glob or not (user or group):
+        raise ValueError(f"{text!r} is not GLOB=USER[:GROUP], such as 'server.key=postgres'")
+    return parse_glob(glob), resolve_owner(user) if user else None, resolve_group(group) if group else None

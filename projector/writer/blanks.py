@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 
 from ..settings import Ownership
-from .layout import BLANKS_DIRECTORY, create_file, open_directory, remove_tree, write_all
+from .layout import BLANKS_DIRECTORY, create_file, keep, open_directory, remove_tree, write_all
 
 BLANKS = 8  # files made ahead for the changed files of the next change
 
@@ -29,6 +29,10 @@ class Blanks:
     def __init__(self, target: Path, ownership: Ownership) -> None:
         self.path = target / BLANKS_DIRECTORY
         self.ownership = ownership
+        self.owner = (
+            ownership.uid,
+            ownership.gid,
+        )  # the default one: blanks are made before the path is known
         self.fd: int | None = None  # the directory, opened once: renaming it away changes nothing
         self._names: list[str] = []
         self._counter = itertools.count()
@@ -40,12 +44,12 @@ class Blanks:
             self.fd = open_directory(str(self.path))
         while len(self._names) < BLANKS:
             name = str(next(self._counter))
-            os.close(create_file(self.fd, name, self.ownership, self.ownership.mode))
+            os.close(create_file(self.fd, name, self.owner, self.ownership.mode))
             self._names.append(name)
 
-    def write(self, data: bytes, mode: int, fsync: bool) -> str | None:
-        """The name (in ``fd``) of a blank that now holds ``data``, with ``mode``; None if none is left,
-        or if the one taken is not the empty file this class made (then it is left alone)."""
+    def write(self, data: bytes, mode: int, owner: tuple[int | None, int | None], fsync: bool) -> str | None:
+        """The name (in ``fd``) of a blank that now holds ``data``, with ``mode`` and ``owner``; None if
+        none is left, or if the one taken is not the empty file this class made (then it is left alone)."""
         if self.fd is None or not self._names:
             return None
         name = self._names.pop()
@@ -54,6 +58,8 @@ class Blanks:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != 0:
                 return None
+            if owner != self.owner:  # a --file-owner file: its owner too is set before the first byte
+                os.fchown(fd, keep(owner[0]), keep(owner[1]))
             if stat.S_IMODE(st.st_mode) != mode:
                 os.fchmod(fd, mode)  # before the first byte, as for any file
             write_all(fd, data, fsync)

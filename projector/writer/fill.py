@@ -13,11 +13,13 @@ file's data (its replace-by-rename heuristic), 4x slower.
 Each directory's modification time is remembered as it is left, which is how a change by anyone else
 is noticed before the generation is used again (``intact``).
 
-With per-file modes (``--file-mode``) a directory gets what its most permissive file needs to be
-reachable: ``rwx`` for the owner, plus read and search for the group (others) when a file below it is
-readable by the group (others); never write for them. New directories start as the owner's alone and
-are widened once their files are in; each generation counts, per directory, the files below it that
-each class may read, so that a change adjusts only the directories above what it changed.
+With per-file modes (``--file-mode``) or owners (``--file-owner``) a directory gets what its files
+need to be reachable: ``rwx`` for the owner, plus read and search for the group (others) when a file
+below it is readable by the group (others), plus search alone for others when a file below it belongs
+to another user or group (so that its owner reaches it; the file's own mode keeps everyone else out);
+never write for them. New directories start as the owner's alone and are widened once their files are
+in; each generation counts, per directory, the files below it that need each, so that a change adjusts
+only the directories above what it changed.
 """
 
 from __future__ import annotations
@@ -50,11 +52,12 @@ class Filler:
         self.ownership = ownership
         self.fsync = fsync
         self.blanks = blanks
+        self.owner = (ownership.uid, ownership.gid)  # the directories' owner, and every file's by default
         # Whether a new directory needs chmod/chown after mkdir: not when the umask leaves its mode
         # alone and no owner is set, which saves three system calls per directory and generation.
         own = ownership
         self.fix_directories = bool(own.directory_mode & UMASK) or own.uid is not None or own.gid is not None
-        self.per_file_modes = bool(own.file_modes)
+        self.per_file = own.per_file
 
     def fill(
         self,
@@ -93,14 +96,14 @@ class Filler:
                                 old_fd = open_directory(directory, live_root) if directory else live_root
                             os.link(name, name, src_dir_fd=old_fd, dst_dir_fd=new_fd, follow_symlinks=False)
                         else:
-                            self._write_file(new_fd, name, content(path), self.ownership.mode_of(path))
+                            self._write_file(new_fd, name, content(path), path)
                         self._count(candidate, path, 1)
                 finally:
                     close_below(new_fd, root)
                     if old_fd is not None:
                         close_below(old_fd, live_root)
                 touched.add(directory)
-            if self.per_file_modes:
+            if self.per_file:
                 self._widen(root, candidate, touched)
             for directory in sorted(touched, key=len, reverse=True):
                 if directory in directories:
@@ -179,17 +182,20 @@ class Filler:
         directories[directory] = os.stat(directory or ".", dir_fd=root, follow_symlinks=False).st_mtime_ns
 
     def _count(self, generation: Generation, path: str, step: int) -> None:
-        """Count a file in (``step`` 1) or out (-1) of what each directory above it holds readable."""
-        if not self.per_file_modes:
+        """Count a file in (``step`` 1) or out (-1) of what each directory above it must let through:
+        reading by the group, by others, and search by another owner."""
+        if not self.per_file:
             return
         mode = self.ownership.mode_of(path)
         group, others = step if mode & 0o040 else 0, step if mode & 0o004 else 0
-        if not (group or others):
+        stranger = step if self.ownership.owner_of(path) != self.owner else 0
+        if not (group or others or stranger):
             return
         for directory in ("", *directories_above(path)):
-            counts = generation.readers.setdefault(directory, [0, 0])
+            counts = generation.readers.setdefault(directory, [0, 0, 0])
             counts[0] += group
             counts[1] += others
+            counts[2] += stranger
 
     def _widen(self, root: int, generation: Generation, touched: set[str]) -> None:
         """Give each directory above a changed file the mode its files need (see the module's text)."""
@@ -199,8 +205,8 @@ class Filler:
             above.add(directory)
         assert generation.directories is not None
         for directory in above & generation.directories.keys():
-            group, others = generation.readers.get(directory, (0, 0))
-            mode = 0o700 | (0o050 if group else 0) | (0o005 if others else 0)
+            group, others, strangers = generation.readers.get(directory, (0, 0, 0))
+            mode = 0o700 | (0o050 if group else 0) | (0o005 if others else 0o001 if strangers else 0)
             if generation.modes.get(directory) != mode:
                 fd = open_directory(directory, root) if directory else root
                 try:
@@ -209,12 +215,13 @@ class Filler:
                     close_below(fd, root)
                 generation.modes[directory] = mode
 
-    def _write_file(self, directory: int, name: str, data: bytes, mode: int) -> None:
-        blank = self.blanks.write(data, mode, self.fsync)
+    def _write_file(self, directory: int, name: str, data: bytes, path: str) -> None:
+        mode, owner = self.ownership.mode_of(path), self.ownership.owner_of(path)
+        blank = self.blanks.write(data, mode, owner, self.fsync)
         if blank is not None:
             os.rename(blank, name, src_dir_fd=self.blanks.fd, dst_dir_fd=directory)
             return
-        fd = create_file(directory, name, self.ownership, mode)
+        fd = create_file(directory, name, owner, mode)
         try:
             write_all(fd, data, self.fsync)
         finally:

@@ -67,8 +67,8 @@ class Generation:
     directories: dict[str, int] | None
     epoch: int = 0
     stale_since: float = 0.0
-    # With per-file modes (--file-mode): each directory's mode as set, and how many files below it
-    # each readable class (group, others) has, which is what decides that mode (fill.py).
+    # With per-file modes or owners: each directory's mode as set, and how many files below it each
+    # readable class (group, others) has, and how many belong to someone else: what decides that mode.
     modes: dict[str, int] = field(default_factory=dict)
     readers: dict[str, list[int]] = field(default_factory=dict)
 
@@ -115,16 +115,16 @@ def keep(value: int | None) -> int:
     return -1 if value is None else value
 
 
-def create_file(directory: int, name: str, own: Ownership, mode: int) -> int:
-    """A new, empty file, opened for writing, with its mode and owner already set: no reader ever
-    sees looser permissions than asked for."""
+def create_file(directory: int, name: str, owner: tuple[int | None, int | None], mode: int) -> int:
+    """A new, empty file, opened for writing, with its mode and owner (uid, gid) already set: no reader
+    ever sees looser permissions than asked for."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(name, flags, mode, dir_fd=directory)
     try:
         if mode & UMASK:  # the mode given to open(2) is filtered by the umask
             os.fchmod(fd, mode)
-        if own.uid is not None or own.gid is not None:
-            os.fchown(fd, keep(own.uid), keep(own.gid))
+        if owner != (None, None):
+            os.fchown(fd, keep(owner[0]), keep(owner[1]))
     except OSError:
         os.close(fd)
         raise

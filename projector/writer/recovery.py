@@ -110,11 +110,12 @@ def _index(generation: Path, ownership: Ownership) -> dict[str, bytes]:
         for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             path = os.path.join(root, name)
             relative = os.path.relpath(path, generation)
-            files[relative] = _indexed_digest(path, ownership.mode_of(relative), ownership)
+            owner = ownership.owner_of(relative)
+            files[relative] = _indexed_digest(path, ownership.mode_of(relative), owner)
     return files
 
 
-def _indexed_digest(path: str, mode: int, own: Ownership) -> bytes:
+def _indexed_digest(path: str, mode: int, owner: tuple[int | None, int | None]) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -124,8 +125,8 @@ def _indexed_digest(path: str, mode: int, own: Ownership) -> bytes:
         if not (
             stat.S_ISREG(st.st_mode)
             and stat.S_IMODE(st.st_mode) == mode
-            and own.uid in (None, st.st_uid)
-            and own.gid in (None, st.st_gid)
+            and owner[0] in (None, st.st_uid)
+            and owner[1] in (None, st.st_gid)
         ):
             return NOT_REUSABLE
         content = hasher()
