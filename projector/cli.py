@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         help="how often to confirm with etcd that the files are current (default 10s)",
     )
     add(
+        "--item",
+        metavar="KEY=PATH",
+        action="append",
+        default=[],
+        help="project only KEY, at PATH (repeatable)",
+    )
+    add(
         "--include",
         metavar="GLOB",
         action="append",

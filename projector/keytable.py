@@ -33,10 +33,13 @@ from typing import Protocol
 from .batches import Batch
 from .decoding import Decoding, Undecodable
 from .digests import digest
-from .keys import RefusedKey, Selection, printable, relative_path
+from .keys import RefusedKey, Selection, printable
+from .mount import Mount
 from .paths import directories_above, top_name
 
 log = logging.getLogger(__name__)
+
+UNCHOSEN = "\0unchosen"  # the "path" of a key that no --item names: NUL is in no valid path
 
 
 class TargetView(Protocol):
@@ -63,14 +66,15 @@ class KeyTable:
     are worked out again for a log line)."""
 
     def __init__(
-        self, prefix: bytes, selection: Selection | None = None, decoding: Decoding | None = None
+        self, mount: Mount, selection: Selection | None = None, decoding: Decoding | None = None
     ) -> None:
-        self.prefix = prefix
+        self.mount = mount
         self.selection = selection or Selection()
         self.decoding = decoding or Decoding()
         self.digests: dict[str, bytes] = {}  # the path of every valid, selected key -> its value's digest
         self.invalid: dict[bytes, str] = {}  # keys refused for their name -> why
         self.excluded: set[str] = set()  # paths the selection leaves out: their names, never values
+        self.unchosen: set[bytes] = set()  # with --item: the keys no item names (never their values)
         self.undecodable: dict[str, str] = {}  # paths whose value does not decode (--decode) -> why
         self.held: dict[str, bytes] = {}  # values not on disk
         self.revision = 0  # of the newest batch taken in
@@ -99,9 +103,12 @@ class KeyTable:
                     self._forget(gone)
                 for key in self.invalid.keys() - batch.changes.keys():
                     del self.invalid[key]
+                self.unchosen &= batch.changes.keys()
             for key, value in batch.changes.items():
                 path = paths[key]
-                if path is None:
+                if path is UNCHOSEN:
+                    came_or_went |= self._unchosen(key, value)
+                elif path is None:
                     came_or_went |= self._invalid(key, value)
                 elif value is None:
                     came_or_went |= self._forget(path)
@@ -114,10 +121,24 @@ class KeyTable:
         self.revision = max(self.revision, batch.revision)
 
     def _valid_path(self, key: bytes) -> str | None:
+        """The key's path; None for a name that cannot be one; ``UNCHOSEN`` for a key no item names."""
         try:
-            return relative_path(key, self.prefix)
+            path = self.mount.path(key)
         except RefusedKey:
             return None
+        return UNCHOSEN if path is None else path
+
+    def _unchosen(self, key: bytes, value: bytes | None) -> bool:
+        """A key that no ``--item`` names: only counted."""
+        if value is None:
+            if key not in self.unchosen:
+                return False
+            self.unchosen.discard(key)
+        else:
+            if key in self.unchosen:
+                return False
+            self.unchosen.add(key)
+        return True
 
     def _invalid(self, key: bytes, value: bytes | None) -> bool:
         """A key whose name cannot be a path: refused, with one warning, its value never kept."""
@@ -126,7 +147,7 @@ class KeyTable:
         if key in self.invalid:
             return False
         try:
-            relative_path(key, self.prefix)
+            self.mount.path(key)
         except RefusedKey as refusal:
             self.invalid[key] = str(refusal)
             log.warning("refusing key %s: it %s", printable(key), refusal)
@@ -250,7 +271,7 @@ class KeyTable:
         return self._target.is_foreign(top)
 
     def _key(self, path: str) -> bytes:
-        return self.prefix + path.encode()
+        return self.mount.key(path)
 
     # -- the plan --------------------------------------------------------------------------------------------
 
@@ -276,7 +297,7 @@ class KeyTable:
     def count(self) -> int:
         """How many keys are under the prefix in etcd, as far as the batches taken in tell."""
         unknown = sum(1 for path in self.undecodable if path not in self.digests)  # never decoded yet
-        return len(self.digests) + len(self.invalid) + len(self.excluded) + unknown
+        return len(self.digests) + len(self.invalid) + len(self.excluded) + len(self.unchosen) + unknown
 
     @property
     def refused(self) -> int:

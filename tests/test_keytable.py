@@ -7,6 +7,7 @@ import pytest
 from projector.batches import Batch
 from projector.digests import digest
 from projector.keytable import KeyTable
+from projector.mount import Mount
 
 
 class Target:
@@ -43,7 +44,7 @@ class Target:
 
 def test_batches_are_absorbed_in_order_and_deletes_remove() -> None:
     target = Target()
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     table.absorb(Batch(5, {b"/p/a": b"1", b"/p/b/c": b"2"}), target)
     table.absorb(Batch(7, {b"/p/a": b"3", b"/p/b/c": None}), target)
     assert table.revision == 7
@@ -53,7 +54,7 @@ def test_batches_are_absorbed_in_order_and_deletes_remove() -> None:
 
 def test_a_snapshot_replaces_everything() -> None:
     target = Target()
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     table.absorb(Batch(3, {b"/p/gone": b"x", b"/p/kept": b"1"}), target)
     target.write(table)
     table.absorb(Batch(9, {b"/p/kept": b"1", b"/p/new": b"2"}, snapshot=True), target)
@@ -63,7 +64,7 @@ def test_a_snapshot_replaces_everything() -> None:
 
 def test_values_are_held_only_while_not_on_disk() -> None:
     target = Target()
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     table.absorb(Batch(2, {b"/p/a": b"1", b"/p/../bad": b"x"}), target)
     assert table.held == {"a": b"1"}  # the bad key can never be on disk: its value is not kept
     target.write(table)
@@ -76,7 +77,7 @@ def test_values_are_held_only_while_not_on_disk() -> None:
 
 def test_keys_are_placed_as_they_come_without_a_pass_over_the_others() -> None:
     target = Target()
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     table.absorb(Batch(2, {f"/p/k{n}".encode(): b"v" for n in range(50)}, snapshot=True), target)
     target.write(table)
     assert target.questions == 1  # a snapshot reads the target's names once
@@ -91,7 +92,7 @@ def test_keys_are_placed_as_they_come_without_a_pass_over_the_others() -> None:
 
 def test_a_key_displaced_by_a_new_conflict_keeps_its_value_until_projected_again() -> None:
     target = Target()
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     table.absorb(Batch(2, {b"/p/a/b": b"below"}), target)
     target.write(table)
     table.absorb(Batch(3, {b"/p/a": b"file"}), target)  # the file a wins over a/b
@@ -105,7 +106,7 @@ def test_a_key_displaced_by_a_new_conflict_keeps_its_value_until_projected_again
 
 def test_a_key_over_the_operators_own_file_is_refused_and_held() -> None:
     target = Target(foreign=("notes",))
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     table.absorb(Batch(2, {b"/p/notes": b"mine?", b"/p/ok": b"1"}), target)
     target.write(table)
     assert target.on_disk == {"ok": b"1"} and table.refused == 1
@@ -117,7 +118,7 @@ def test_excluded_keys_are_counted_but_never_held_or_refused() -> None:
     from projector.settings.values import parse_glob
 
     target = Target()
-    table = KeyTable(b"/p/", Selection(exclude=(parse_glob("*-account"),)))
+    table = KeyTable(Mount(b"/p/"), Selection(exclude=(parse_glob("*-account"),)))
     table.absorb(Batch(2, {b"/p/cert.pem": b"C", b"/p/acme-account": b"secret", b"/p/../bad": b"x"}), target)
     target.write(table)
     assert target.on_disk == {"cert.pem": b"C"}
@@ -140,7 +141,7 @@ def projected(table: KeyTable, target: Target, *batches: dict[bytes, bytes | Non
 def test_a_file_wins_over_keys_below_it_whatever_the_order() -> None:
     for order in ([b"/p/a", b"/p/a/b", b"/p/a/c/d"], [b"/p/a/c/d", b"/p/a/b", b"/p/a"]):
         target = Target()
-        table = KeyTable(b"/p/")
+        table = KeyTable(Mount(b"/p/"))
         assert projected(table, target, *({key: key[-1:]} for key in order)) == {"a": b"a"}
         assert table.refused == 2
 
@@ -148,7 +149,7 @@ def test_a_file_wins_over_keys_below_it_whatever_the_order() -> None:
 def test_the_same_in_one_batch_and_in_a_snapshot() -> None:
     keys: dict[bytes, bytes | None] = {b"/p/a/c/d": b"d", b"/p/a/b": b"b", b"/p/a": b"a"}
     target = Target()
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     assert projected(table, target, keys) == {"a": b"a"}
     table.absorb(Batch(9, {b"/p/a/b": b"b", b"/p/a/c/d": b"d"}, snapshot=True), target)  # a is gone
     target.write(table)
@@ -157,14 +158,14 @@ def test_the_same_in_one_batch_and_in_a_snapshot() -> None:
 
 def test_siblings_and_directories_coexist() -> None:
     target = Target()
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     found = projected(table, target, {b"/p/a/b": b"1", b"/p/a/c": b"2", b"/p/ab": b"3"})
     assert found == {"a/b": b"1", "a/c": b"2", "ab": b"3"} and table.refused == 0
 
 
 def test_a_key_freed_from_the_operators_file_when_keys_come_or_go() -> None:
     target = Target(foreign=("mine",))
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     assert projected(table, target, {b"/p/mine/x": b"1", b"/p/ok": b"2"}) == {"ok": b"2"}
     target.foreign.clear()  # the operator removes their file
     assert projected(table, target, {b"/p/ok": b"3"}) == {"ok": b"3"}  # a changed value moves nothing
@@ -173,7 +174,7 @@ def test_a_key_freed_from_the_operators_file_when_keys_come_or_go() -> None:
 
 def test_a_refused_key_warns_once_and_again_only_for_another_reason(caplog: pytest.LogCaptureFixture) -> None:
     target = Target(foreign=("a",))
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     projected(table, target, {b"/p/a/x": b"1"}, {b"/p/a/x": b"2"}, {b"/p/a": b"f"})
     warnings = [r.getMessage() for r in caplog.records if "refusing key" in r.getMessage()]
     assert len(warnings) == 3, warnings  # a/x: the operator's a; a: the same; a/x: below the file a
@@ -182,7 +183,7 @@ def test_a_refused_key_warns_once_and_again_only_for_another_reason(caplog: pyte
 def test_a_displaced_key_changed_before_the_plan_keeps_its_new_value() -> None:
     # Two batches taken in before one plan (as --wait does): the value on disk is not the key's any more.
     target = Target()
-    table = KeyTable(b"/p/")
+    table = KeyTable(Mount(b"/p/"))
     projected(table, target, {b"/p/a/b": b"old"})
     table.absorb(Batch(3, {b"/p/a": b"file"}), target)  # a/b is displaced: on disk only
     table.absorb(Batch(4, {b"/p/a/b": b"new"}), target)  # and changed before anything is written
@@ -196,7 +197,7 @@ def test_decoded_values_and_one_that_does_not_decode_keeps_the_last_good_file() 
     from projector.settings.values import parse_glob
 
     target = Target()
-    table = KeyTable(b"/p/", decoding=Decoding(((parse_glob("*.der"), "base64"),)))
+    table = KeyTable(Mount(b"/p/"), decoding=Decoding(((parse_glob("*.der"), "base64"),)))
     found = projected(table, target, {b"/p/a.der": b"AAEC", b"/p/b.der": b"!", b"/p/plain": b"AAEC"})
     assert found == {"a.der": b"\x00\x01\x02", "plain": b"AAEC"}
     assert table.count == 3 and table.refused == 1
@@ -204,3 +205,16 @@ def test_decoded_values_and_one_that_does_not_decode_keeps_the_last_good_file() 
     assert table.refused == 2 and "a.der" in table.undecodable
     assert projected(table, target, {b"/p/a.der": b"AwQ=", b"/p/b.der": None})["a.der"] == b"\x03\x04"
     assert table.count == 2 and table.refused == 0 and table.undecodable == {}
+
+
+def test_items_project_only_the_chosen_keys_at_their_paths(caplog: pytest.LogCaptureFixture) -> None:
+    target = Target()
+    table = KeyTable(Mount(b"/p/", ((b"tls.crt", "cert.pem"), (b"tls.key", "private/key.pem"))))
+    keys = {b"/p/tls.crt": b"C", b"/p/other": b"O", b"/p/../hostile": b"H", b"/p/cert.pem": b"not this"}
+    assert projected(table, target, keys) == {"cert.pem": b"C"}  # tls.key is missing: simply absent
+    assert table.count == 4 and table.refused == 0 and "refusing" not in caplog.text
+    assert projected(table, target, {b"/p/tls.key": b"K", b"/p/other": None})["private/key.pem"] == b"K"
+    assert table.count == 4
+    table.absorb(Batch(9, {b"/p/tls.key": b"K"}, snapshot=True), target)
+    target.write(table)
+    assert target.on_disk == {"private/key.pem": b"K"} and table.count == 1

@@ -37,3 +37,17 @@ def test_base64_values_are_decoded_and_a_bad_one_keeps_the_last_good_file(run: R
     run.etcd.put(("/cfg/ca.der", base64.b64encode(b"rotated")))
     assert run.wait_signals(2)[-1]["files"]["ca.der"] == "rotated"
     assert metric(port, "dispenser_rejected_keys") == 1  # bad.der alone
+
+
+def test_items_project_chosen_keys_under_chosen_paths_and_require_waits_for_one(run: Run) -> None:
+    run.etcd.put(("/cfg/tls.crt", "CERT"), ("/cfg/acme-account.key", "ACCOUNT"), ("/cfg/notes", "n"))
+    items = ("--item=tls.crt=cert.pem", "--item=tls.key=private/key.pem")
+    run.start("--signal=SIGHUP", *items, "--require=private/key.pem")
+    run.wait_log("waiting for private/key.pem before going on: not in etcd yet")
+    assert run.files() == {"cert.pem": b"CERT"} and run.records_list() == []
+    run.etcd.put(("/cfg/tls.key", "KEY"))
+    assert run.wait_started()["files"] == {"cert.pem": "CERT", "private/key.pem": "KEY"}
+    run.etcd.put(("/cfg/notes", "changed"), ("/cfg/more", "x"))  # keys no item names change nothing
+    run.etcd.put(("/cfg/tls.crt", "CERT-2"))
+    assert run.wait_signals(1)[-1]["files"] == {"cert.pem": "CERT-2", "private/key.pem": "KEY"}
+    assert "ACCOUNT" not in run.log and "refusing" not in run.log

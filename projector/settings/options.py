@@ -25,6 +25,7 @@ from .values import (
     parse_file_mode,
     parse_file_owner,
     parse_glob,
+    parse_item,
     parse_max_removed,
     parse_mode,
     parse_signal,
@@ -135,6 +136,7 @@ class Options(BaseModel):
         None
     )
     confirm_interval: Annotated[float, BeforeValidator(_interval)] = 10.0
+    item: Annotated[tuple[tuple[bytes, str], ...], BeforeValidator(_each(parse_item))] = ()
     include: Annotated[tuple[re.Pattern[str], ...], BeforeValidator(_each(parse_glob))] = ()
     exclude: Annotated[tuple[re.Pattern[str], ...], BeforeValidator(_each(parse_glob))] = ()
     file_mode: Annotated[
@@ -161,6 +163,16 @@ class Options(BaseModel):
     def _one_way_to_tell(self) -> Self:
         if self.restart and self.signal is not None:
             raise ValueError("--restart: the command is restarted instead of signalled; drop --signal")
+        return self
+
+    @model_validator(mode="after")
+    def _items_apart(self) -> Self:
+        for index, (key, path) in enumerate(self.item):
+            for other_key, other in self.item[:index]:
+                if key == other_key:
+                    raise ValueError(f"--item: the key {key.decode()!r} is chosen twice")
+                if f"{path}/".startswith(f"{other}/") or f"{other}/".startswith(f"{path}/"):
+                    raise ValueError(f"--item: the paths {other!r} and {path!r} collide")
         return self
 
     @property

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from ..decoding import ENCODINGS
+from ..keys import RefusedKey, check_path
 
 UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
 
@@ -221,3 +222,14 @@ def parse_file_owner(text: str) -> tuple[re.Pattern[str], int | None, int | None
     if not equals or not glob or not (user or group):
         raise ValueError(f"{text!r} is not GLOB=USER[:GROUP], such as 'server.key=postgres'")
     return parse_glob(glob), resolve_owner(user) if user else None, resolve_group(group) if group else None
+
+
+def parse_item(text: str) -> tuple[bytes, str]:
+    """``KEY=PATH``: the key KEY (below the prefix) is projected at PATH (below the target)."""
+    key, equals, path = text.partition("=")
+    if not equals or not key or not path:
+        raise ValueError(f"{text!r} is not KEY=PATH, such as 'tls.crt=cert.pem'")
+    try:
+        return key.encode(), check_path(path.strip("/"))
+    except RefusedKey as refusal:
+        raise ValueError(f"the path {path!r} {refusal}") from None
