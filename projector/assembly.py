@@ -32,5 +32,6 @@ def assemble(options: Options, etcd: EtcdConfig, metrics: Metrics, notifier: Not
             options.start_grace,
         )
     projection = Projection(options, hooks, metrics)
-    source = Source(etcd, options.prefix, metrics, options.confirm_interval)
+    prefixes = tuple(mount.prefix for mount in options.prefix)
+    source = Source(etcd, prefixes, metrics, options.confirm_interval)
     return Dispenser(options, projection, source, supervisor, metrics, notifier)

@@ -38,8 +38,16 @@ def _parser() -> argparse.ArgumentParser:
         "command, and signal it whenever the files change. etcd is configured by ETCD_* variables.",
     )
     add = parser.add_argument
-    add("-p", "--prefix", required=True, help="etcd prefix to project; a directory: /certs is /certs/")
-    add("-t", "--target", required=True, help="directory to project into (created if missing)")
+    add(
+        "-p",
+        "--prefix",
+        dest="sources",
+        action="append",
+        type=lambda text: ("prefix", text),
+        metavar="PREFIX[=DIR]",
+        help="etcd prefix to project (repeatable), its keys under DIR if given; /certs is /certs/",
+    )
+    add("-t", "--target", help="directory to project into (created if missing)")
     add("-s", "--signal", help="signal for the command after each change (name or number); none if unset")
     add("-m", "--mode", default="600", help="octal mode of the files (default 600)")
     add("-o", "--owner", help="owner of the files: user name or uid (root only, unless it is you)")
@@ -66,10 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     add(
         "--item",
-        metavar="KEY=PATH",
+        dest="sources",
         action="append",
-        default=[],
-        help="project only KEY, at PATH (repeatable)",
+        type=lambda text: ("item", text),
+        metavar="KEY=PATH",
+        help="project only KEY (of the --prefix before it), at PATH",
     )
     add(
         "--include",
@@ -119,9 +128,33 @@ def parse(argv: list[str]) -> dict[str, object]:
         split = argv.index("--")
         flags, command = argv[:split], argv[split + 1 :]
     parsed = vars(_parser().parse_args(flags))
+    sources = parsed.pop("sources") or []
+    missing = [
+        name for name, given in (("-p/--prefix", sources), ("-t/--target", parsed["target"])) if not given
+    ]
+    if missing:
+        raise UsageError(f"the following arguments are required: {', '.join(missing)}")
+    parsed["prefix"] = _mounts(sources)
     if parsed["once"] and command:
         raise UsageError("--once projects and exits; it takes no command after --")
     return {**parsed, "command": command}
+
+
+def _mounts(sources: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """Each ``--prefix`` with the ``--item`` flags after it (with one prefix, items may come first)."""
+    mounts: list[tuple[str, list[str]]] = []
+    loose: list[str] = []
+    for kind, text in sources:
+        if kind == "prefix":
+            mounts.append((text, []))
+        else:
+            (mounts[-1][1] if mounts else loose).append(text)
+    if not mounts:
+        raise UsageError("--item: give it after the --prefix it chooses from")
+    if loose and len(mounts) > 1:
+        raise UsageError("--item: give it after the --prefix it chooses from")
+    mounts[0][1][:0] = loose
+    return mounts
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -138,7 +171,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     _configure_logging(options.log_level, options.log_format)
-    log.info("projecting %s from %s into %s", options.prefix.decode(), etcd.describe(), options.target)
+    prefixes = ", ".join(
+        mount.prefix.decode() + (f" (into {mount.directory}/)" if mount.directory else "")
+        for mount in options.prefix
+    )
+    log.info("projecting %s from %s into %s", prefixes, etcd.describe(), options.target)
     try:
         sys.exit(assemble(options, etcd, metrics, notify.from_environment()).run())
     except WriteError as exc:

@@ -179,10 +179,20 @@ def is_expired_token(exc: BaseException) -> bool:
     return "invalid auth token" in details
 
 
-def read_prefix(connection: Connection, prefix: bytes) -> tuple[int, dict[bytes, bytes]]:
-    """Every key under the prefix at one revision: pages pinned to the first page's revision."""
+def read_prefixes(connection: Connection, prefixes: tuple[bytes, ...]) -> tuple[int, dict[bytes, bytes]]:
+    """Every key under the prefixes at one revision: the first page's, to which every other is pinned
+    (a compaction past it meanwhile fails the read with OUT_OF_RANGE)."""
+    revision, items = 0, {}
+    for prefix in prefixes:
+        revision, found = read_prefix(connection, prefix, revision)
+        items.update(found)
+    return revision, items
+
+
+def read_prefix(connection: Connection, prefix: bytes, revision: int = 0) -> tuple[int, dict[bytes, bytes]]:
+    """Every key under the prefix at one revision (the first page's, unless given): pages pinned to it."""
     items: dict[bytes, bytes] = {}
-    start, end, revision, limit = prefix, prefix_end(prefix), 0, PAGE_FIRST
+    start, end, limit = prefix, prefix_end(prefix), PAGE_FIRST
     while True:
         request = etcdrpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
         response = connection.kv.Range(request, CALL_TIMEOUT, metadata=connection.metadata)

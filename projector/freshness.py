@@ -4,7 +4,8 @@ A quiet watch says nothing: the prefix may be idle, or the member behind the wat
 its cluster, a proxy may have lost its way, or our role may have been revoked (etcd checks permissions
 when a watch is created, not while it runs). So every ``--confirm-interval`` (10 s by default) one
 request goes through the live watch's own connection: a range over the prefix, keys only, newest
-modification first, one key returned. It is linearizable and requires a leader, so a member cut off
+modification first, one key returned (with several prefixes, one such range each, every one after the
+first pinned to the first one's revision). It is linearizable and requires a leader, so a member cut off
 from its cluster cannot answer from its stale state; it needs read permission on the prefix; and its
 answer, at etcd's revision R, gives the number of keys under the prefix and the newest modification
 among them.
@@ -50,8 +51,8 @@ class Freshness:
     thread of its own and acts on each verdict: a :class:`Confirmation` to report, or the failure to
     end the watch with."""
 
-    def __init__(self, prefix: bytes, interval: float) -> None:
-        self.prefix = prefix
+    def __init__(self, prefixes: tuple[bytes, ...], interval: float) -> None:
+        self.prefixes = prefixes
         self.interval = interval
         self._undelivered = 0  # a modification the watch had not delivered at the last check
 
@@ -65,8 +66,7 @@ class Freshness:
             if is_permission(exc):
                 return exc
             return ConnectionError(f"no answer to a freshness check: {reason(exc)}")
-        revision, keys = response.header.revision, response.count
-        newest = response.kvs[0].mod_revision if response.kvs else 0
+        revision, keys, newest = response
         if delivered is not None and delivered < self._undelivered:
             late, self._undelivered = self._undelivered, 0
             return Stuck(f"revision {late} had still not come through the watch {self.interval:g} s later")
@@ -74,14 +74,25 @@ class Freshness:
         current = settled is not None and newest <= settled.revision and keys == settled.keys
         return Confirmation(revision, at, current)
 
-    def _ask(self, connection: Connection) -> Any:
+    def _ask(self, connection: Connection) -> tuple[int, int, int]:
+        """etcd's revision, and at it, the keys under the prefixes and the newest modification among
+        them (the first prefix read at the newest revision, every other pinned to it)."""
+        revision = keys = newest = 0
+        for prefix in self.prefixes:
+            response = self._range(connection, prefix, revision)
+            revision, keys = revision or response.header.revision, keys + response.count
+            newest = max(newest, response.kvs[0].mod_revision if response.kvs else 0)
+        return revision, keys, newest
+
+    def _range(self, connection: Connection, prefix: bytes, revision: int) -> Any:
         request = etcdrpc.RangeRequest(
-            key=self.prefix,
-            range_end=prefix_end(self.prefix),
+            key=prefix,
+            range_end=prefix_end(prefix),
             keys_only=True,
             limit=1,
             sort_order=etcdrpc.RangeRequest.DESCEND,
             sort_target=etcdrpc.RangeRequest.MOD,
+            revision=revision,
         )
         try:
             return connection.kv.Range(request, CHECK_TIMEOUT, metadata=connection.metadata)

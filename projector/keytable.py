@@ -26,20 +26,19 @@ it held: the key table simply does not take the new value in.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from .batches import Batch
+from .contest import Contest, Waiting
 from .decoding import Decoding, Undecodable
 from .digests import digest
 from .keys import RefusedKey, Selection, printable
-from .mount import Mount
+from .mount import UNCHOSEN, Mount, Mounts
 from .paths import directories_above, top_name
 
 log = logging.getLogger(__name__)
-
-UNCHOSEN = "\0unchosen"  # the "path" of a key that no --item names: NUL is in no valid path
 
 
 class TargetView(Protocol):
@@ -66,14 +65,18 @@ class KeyTable:
     are worked out again for a log line)."""
 
     def __init__(
-        self, mount: Mount, selection: Selection | None = None, decoding: Decoding | None = None
+        self,
+        mounts: Mount | Sequence[Mount],
+        selection: Selection | None = None,
+        decoding: Decoding | None = None,
     ) -> None:
-        self.mount = mount
+        self.mounts = Mounts(mounts)
         self.selection = selection or Selection()
         self.decoding = decoding or Decoding()
         self.digests: dict[str, bytes] = {}  # the path of every valid, selected key -> its value's digest
         self.invalid: dict[bytes, str] = {}  # keys refused for their name -> why
-        self.excluded: set[str] = set()  # paths the selection leaves out: their names, never values
+        self.excluded: dict[str, int] = {}  # paths the selection leaves out -> their keys' ranks, as bits
+        self.contest = Contest()  # keys of several prefixes on one path (contest.py)
         self.unchosen: set[bytes] = set()  # with --item: the keys no item names (never their values)
         self.undecodable: dict[str, str] = {}  # paths whose value does not decode (--decode) -> why
         self.held: dict[str, bytes] = {}  # values not on disk
@@ -84,6 +87,7 @@ class KeyTable:
         self._changes: dict[str, bytes | None] = {}  # path -> digest, or None to remove: to be written
         self._displaced: set[str] = set()  # paths refused now whose value is only on disk
         self._warned: dict[str, str] = {}  # refused path -> the reason it was last warned for
+        self._excluded_keys = 0  # the keys that ``excluded`` stands for
         self._foreign_now: set[str] | None = None  # while a snapshot is taken in: the target's, read once
         self._target: TargetView | None = None  # while a batch is taken in: the view it was given
 
@@ -93,40 +97,66 @@ class KeyTable:
         """Take a batch in: a snapshot replaces every key, a change batch the keys it names; ``target``
         tells which names in the target are the operator's."""
         came_or_went = False
-        paths = {key: self._valid_path(key) for key in batch.changes}
+        places = {key: self._place_of(key) for key in batch.changes}
         self._target = target
         try:
             if batch.snapshot:
                 self._foreign_now = target.foreign_names()
-                known = self.digests.keys() | self.excluded | self.undecodable.keys()
-                for gone in known - set(paths.values()) if known else ():
-                    self._forget(gone)
-                for key in self.invalid.keys() - batch.changes.keys():
-                    del self.invalid[key]
-                self.unchosen &= batch.changes.keys()
+                self._drop_absent(batch.changes.keys(), places.values())
             for key, value in batch.changes.items():
-                path = paths[key]
-                if path is UNCHOSEN:
-                    came_or_went |= self._unchosen(key, value)
-                elif path is None:
+                place = places[key]
+                if place is None:
                     came_or_went |= self._invalid(key, value)
+                elif place[0] is UNCHOSEN:
+                    came_or_went |= self._unchosen(key, value)
                 elif value is None:
-                    came_or_went |= self._forget(path)
+                    came_or_went |= self._remove(*place)
                 else:
-                    came_or_went |= self._put(path, value)
+                    came_or_went |= self._set(*place, value, key)
             if came_or_went and self._foreign:
                 self._look_again_at_foreign()
         finally:
             self._foreign_now = self._target = None
         self.revision = max(self.revision, batch.revision)
 
-    def _valid_path(self, key: bytes) -> str | None:
-        """The key's path; None for a name that cannot be one; ``UNCHOSEN`` for a key no item names."""
+    def _place_of(self, key: bytes) -> tuple[str, int] | None:
+        """The key's path (``UNCHOSEN`` for a key no item names) and rank; None for a name that cannot
+        be a path."""
         try:
-            path = self.mount.path(key)
+            return self.mounts.place(key)
         except RefusedKey:
             return None
-        return UNCHOSEN if path is None else path
+
+    def _drop_absent(self, keys: Iterable[bytes], places: Iterable[tuple[str, int] | None]) -> None:
+        """A snapshot: every key it does not hold is gone. Set operations over the paths of the first
+        mount; a key of another one is looked at alone."""
+        first: set[str] = set()
+        ranked: set[tuple[str, int]] = set()
+        for place in places:
+            if place is not None and place[1]:
+                ranked.add(place)
+            elif place is not None:
+                first.add(place[0])
+
+        def here(path: str, rank: int) -> bool:
+            return path in first if rank == 0 else (path, rank) in ranked
+
+        known = self.digests.keys() | self.undecodable.keys()
+        gone = [path for path in known - first if not here(path, self.contest.rank(path))] if known else []
+        gone += [path for path, rank in self.contest.ranks.items() if path in first and not here(path, rank)]
+        for path in gone:
+            self._remove(path, self.contest.rank(path))
+        for path, waiting in list(self.contest.waiting.items()):
+            for rank in [rank for rank in waiting if not here(path, rank)]:
+                self.contest.leave(path, rank)
+        for path, ranks in list(self.excluded.items()):
+            for rank in [rank for rank in range(len(self.mounts)) if ranks >> rank & 1]:
+                if not here(path, rank):
+                    self._unexclude(path, rank)
+        present = set(keys)
+        for key in self.invalid.keys() - present:
+            del self.invalid[key]
+        self.unchosen &= present
 
     def _unchosen(self, key: bytes, value: bytes | None) -> bool:
         """A key that no ``--item`` names: only counted."""
@@ -147,22 +177,91 @@ class KeyTable:
         if key in self.invalid:
             return False
         try:
-            self.mount.path(key)
+            self.mounts.place(key)
         except RefusedKey as refusal:
             self.invalid[key] = str(refusal)
             log.warning("refusing key %s: it %s", printable(key), refusal)
         return True
 
-    def _put(self, path: str, value: bytes) -> bool:
+    def _set(self, path: str, rank: int, value: bytes, key: bytes) -> bool:
+        """A key's value, from the mount of ``rank``; whether the key is new. Of two keys on one path,
+        the one of the lower rank holds it (contest.py)."""
+        if self.selection and not self.selection.selects(path):
+            return self._exclude(path, rank)
+        if path not in self.digests and path not in self.undecodable:
+            self.contest.hold(path, rank)
+            return self._put(path, value)
+        holder = self.contest.rank(path)
+        if rank == holder:
+            return self._put(path, value)
+        if rank > holder:
+            return self.contest.wait(path, rank, self._decoded(path, value), key, self._key(path))
+        self.contest.wait(path, holder, self._current(path), self._key(path), key)  # the holder waits
+        self.contest.hold(path, rank)
+        self.undecodable.pop(path, None)
+        self._put(path, value)
+        return True
+
+    def _remove(self, path: str, rank: int) -> bool:
+        """The key of ``rank`` on ``path`` is gone; whether it was there. The next in rank takes it."""
+        if path in self.excluded:
+            return self._unexclude(path, rank)
+        if path not in self.digests and path not in self.undecodable:
+            return False
+        if rank != self.contest.rank(path):
+            return self.contest.leave(path, rank)
+        self._forget(path)
+        self.contest.hold(path, 0)
+        following = self.contest.next_in_rank(path)
+        if following is not None:
+            self.contest.hold(path, following[0])
+            value = following[1]
+            if isinstance(value, str):
+                self._undecodable(path, value, new=True)
+            else:
+                self._put(path, value, decoded=True)
+        return True
+
+    def _exclude(self, path: str, rank: int) -> bool:
+        ranks = self.excluded.get(path, 0)
+        if ranks >> rank & 1:
+            return False
+        self.excluded[path] = ranks | 1 << rank
+        self._excluded_keys += 1
+        return True
+
+    def _unexclude(self, path: str, rank: int) -> bool:
+        ranks = self.excluded.get(path, 0)
+        if not ranks >> rank & 1:
+            return False
+        ranks &= ~(1 << rank)
+        if ranks:
+            self.excluded[path] = ranks
+        else:
+            del self.excluded[path]
+        self._excluded_keys -= 1
+        return True
+
+    def _decoded(self, path: str, value: bytes) -> Waiting:
+        try:
+            return self.decoding.decode(path, value)
+        except Undecodable as refusal:
+            return str(refusal)
+
+    def _current(self, path: str) -> Waiting:
+        """What the key holding ``path`` projects: its value held, or on disk; why it does not decode."""
+        if path in self.undecodable:
+            return self.undecodable[path]
+        held = self.held.get(path)
+        if held is not None:
+            return held
+        assert self._target is not None
+        return self._target.read(path)
+
+    def _put(self, path: str, value: bytes, decoded: bool = False) -> bool:
         """A key's new value; whether the key is new."""
         old = self.digests.get(path)
-        if old is None:
-            if path in self.excluded:
-                return False
-            if self.selection and not self.selection.selects(path):
-                self.excluded.add(path)
-                return True
-        if self.decoding:
+        if self.decoding and not decoded:
             try:
                 value = self.decoding.decode(path, value)
             except Undecodable as refusal:
@@ -195,9 +294,6 @@ class KeyTable:
 
     def _forget(self, path: str) -> bool:
         """A key is gone; whether it was there."""
-        if path in self.excluded:
-            self.excluded.discard(path)
-            return True
         undecodable = self.undecodable.pop(path, None) is not None
         if path not in self.digests:
             return undecodable
@@ -271,7 +367,7 @@ class KeyTable:
         return self._target.is_foreign(top)
 
     def _key(self, path: str) -> bytes:
-        return self.mount.key(path)
+        return self.mounts.key(path, self.contest.rank(path))
 
     # -- the plan --------------------------------------------------------------------------------------------
 
@@ -297,10 +393,18 @@ class KeyTable:
     def count(self) -> int:
         """How many keys are under the prefix in etcd, as far as the batches taken in tell."""
         unknown = sum(1 for path in self.undecodable if path not in self.digests)  # never decoded yet
-        return len(self.digests) + len(self.invalid) + len(self.excluded) + len(self.unchosen) + unknown
+        waiting = len(self.contest)
+        return (
+            len(self.digests)
+            + len(self.invalid)
+            + self._excluded_keys
+            + len(self.unchosen)
+            + unknown
+            + waiting
+        )
 
     @property
     def refused(self) -> int:
         """How many keys are refused now."""
         undecodable = sum(1 for path in self.undecodable if path not in self._refused)
-        return len(self.invalid) + len(self._refused) + undecodable
+        return len(self.invalid) + len(self._refused) + undecodable + len(self.contest)

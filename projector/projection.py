@@ -25,7 +25,6 @@ from .keys import Selection
 from .keytable import KeyTable
 from .ledger import Ledger
 from .metrics import Metrics
-from .mount import Mount
 from .settings import Options
 from .writer import Rejected, WriteError, Writer
 
@@ -57,8 +56,7 @@ class Projection:
         self.metrics = metrics
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
         selection = Selection(options.include, options.exclude)
-        mount = Mount(options.prefix, options.item)
-        self.table = KeyTable(mount, selection, Decoding(options.decode))
+        self.table = KeyTable(options.prefix, selection, Decoding(options.decode))
         self.ledger = Ledger(metrics)
         self.guard = Guard(options.allow_empty, options.max_removed)
         self.required = options.require

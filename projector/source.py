@@ -28,12 +28,13 @@ import grpc
 from pyetcd import etcdrpc
 
 from .batches import Batch, Confirmation, Position
-from .connection import CALL_TIMEOUT, Connection, is_permission, prefix_end, read_prefix, reason
+from .connection import CALL_TIMEOUT, Connection, is_permission, prefix_end, read_prefixes, reason
 from .freshness import Freshness
+from .gathering import Gathering
 from .metrics import Metrics
 from .pacing import Backoff
 from .settings import EtcdConfig
-from .watchcall import WatchCall, open_watch
+from .watchcall import Stream, WatchCall, open_watch
 
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
@@ -64,19 +65,20 @@ class Source:
     def __init__(
         self,
         config: EtcdConfig,
-        prefix: bytes,
+        prefixes: tuple[bytes, ...],
         metrics: Metrics,
         confirm_interval: float,
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self.prefix = prefix
+        self.prefixes = prefixes
+        self._named = ", ".join(prefix.decode(errors="replace") for prefix in prefixes)  # for logs
         self.revision: int | None = None  # the last revision delivered
         self.deliveries = 0  # batches delivered so far
         self.stopping = threading.Event()
         self.live: Connection | None = None  # the connection of the live watch
         self.fresh_revision = 0  # a revision up to which nothing under the prefix changed unseen
-        self._freshness = Freshness(prefix, confirm_interval)
+        self._freshness = Freshness(prefixes, confirm_interval)
         self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         self._stream: WatchCall | None = None
         self._interruption: Exception | None = None
@@ -92,7 +94,7 @@ class Source:
             connection = None
             try:
                 connection = self._connect()
-                if self.revision is None:
+                if self.revision is None or len(self.prefixes) > 1:  # (several: see gathering.py)
                     self._snapshot(connection)
                 self._watch(connection)
             except Compacted as exc:
@@ -162,14 +164,14 @@ class Source:
             log.error(
                 "etcd %s: permission to read %s was lost: %s; keeping the current files and retrying",
                 where,
-                self.prefix.decode(errors="replace"),
+                self._named,
                 text,
             )
         else:
             log.error(
                 "etcd %s: not permitted to read %s: %s; keeping the current files and retrying",
                 where,
-                self.prefix.decode(errors="replace"),
+                self._named,
                 text,
             )
 
@@ -180,7 +182,7 @@ class Source:
         self._backoff.reset()
         if self._outage is not None:
             since, permission = self._outage
-            what = f"permission to read {self.prefix.decode(errors='replace')}" if permission else "etcd"
+            what = f"permission to read {self._named}" if permission else "etcd"
             took = time.monotonic() - since
             log.warning(
                 "%s is back after %.1f s (through %s); resuming at revision %s",
@@ -194,10 +196,10 @@ class Source:
     # -- reading -------------------------------------------------------------------------------------------
 
     def _snapshot(self, connection: Connection) -> None:
-        """Every key under the prefix at one revision."""
+        """Every key under the prefixes at one revision."""
         read_at = time.time()
         try:
-            revision, items = read_prefix(connection, self.prefix)
+            revision, items = read_prefixes(connection, self.prefixes)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
                 raise Compacted("while reading the prefix") from None
@@ -211,12 +213,24 @@ class Source:
         """Deliver a batch per watch response, from the last delivered revision + 1, until stopped."""
         assert self.revision is not None
         start = max(self.revision, self.fresh_revision) + 1
-        create = etcdrpc.WatchCreateRequest(
-            key=self.prefix, range_end=prefix_end(self.prefix), start_revision=start, progress_notify=True
-        )
+        requests = [
+            etcdrpc.WatchRequest(
+                create_request=etcdrpc.WatchCreateRequest(
+                    key=prefix, range_end=prefix_end(prefix), start_revision=start, progress_notify=True
+                )
+            )
+            for prefix in self.prefixes
+        ]
         self._interruption = None
-        request = etcdrpc.WatchRequest(create_request=create)
-        stream = self._stream = open_watch(connection.channel, request, connection.metadata)
+        gathering = None
+        if len(requests) == 1:
+            stream: WatchCall = open_watch(connection.channel, requests[0], connection.metadata)
+            take = self._deliver_events
+        else:
+            several = Stream(connection.channel, requests, connection.metadata)
+            stream, gathering = several, Gathering(self._deliver, several.request_progress)
+            take = gathering.take
+        self._stream = stream
         # The watch has no deadline of its own; its creation must not wait forever either (a proxy may
         # hang on a member that hangs, while it answers keepalive pings itself).
         unanswered = ConnectionError(f"etcd did not create the watch within {CALL_TIMEOUT:g} s")
@@ -225,15 +239,19 @@ class Source:
         try:
             if self.stopping.is_set():
                 return
+            created = 0
             for response in stream:
                 if response.compact_revision:
                     raise Compacted(f"compacted up to revision {response.compact_revision}")
                 if response.canceled:
                     raise _cancelled(response.cancel_reason)
-                if response.created:
-                    deadline.cancel()
-                    self._recovered(connection)
-                self._deliver_events(response)
+                if response.created:  # (its revision is etcd's head, not what came through)
+                    created += 1
+                    if created == len(requests):
+                        deadline.cancel()
+                        self._recovered(connection)
+                    continue
+                take(response)
         except grpc.RpcError:
             if self.stopping.is_set():
                 return
@@ -243,6 +261,8 @@ class Source:
         finally:
             deadline.cancel()
             self._stream = None
+            if gathering is not None:
+                gathering.close()
         if not self.stopping.is_set():
             raise ConnectionError("etcd closed the watch stream")
 

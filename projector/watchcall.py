@@ -20,7 +20,7 @@ grpcio), the watch falls back to the public stream-stream call, with one warning
 from __future__ import annotations
 
 import logging
-import threading
+import queue
 import time
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -119,18 +119,39 @@ def _single_threaded_call(channel: Any, request: bytes, metadata: tuple[tuple[st
 
 
 def _threaded_call(channel: grpc.Channel, request: Any, metadata: tuple[tuple[str, str], ...]) -> WatchCall:
-    ended = threading.Event()
+    return Stream(channel, [request], metadata)
 
-    def requests() -> Iterator[Any]:
-        yield request
-        ended.wait()  # the sending side stays open until the call ends
 
-    watch = channel.stream_stream(
-        METHOD,
-        request_serializer=etcdrpc.WatchRequest.SerializeToString,
-        response_deserializer=etcdrpc.WatchResponse.FromString,
-    )
-    call: Any = watch(requests(), metadata=metadata)
-    call.add_done_callback(lambda _call: ended.set())
-    result: WatchCall = call
-    return result
+class Stream:
+    """The public stream-stream call, whose sending side stays open for more requests: a watch of
+    several prefixes on one stream (their creations, then progress requests), or the fallback."""
+
+    def __init__(self, channel: grpc.Channel, requests: list[Any], metadata: tuple[tuple[str, str], ...]):
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for request in requests:
+            self._outbox.put(request)
+        watch = channel.stream_stream(
+            METHOD,
+            request_serializer=etcdrpc.WatchRequest.SerializeToString,
+            response_deserializer=etcdrpc.WatchResponse.FromString,
+        )
+        self._call: Any = watch(self._requests(), metadata=metadata)
+        self._call.add_done_callback(lambda _call: self._outbox.put(None))
+
+    def _requests(self) -> Iterator[Any]:
+        while (request := self._outbox.get()) is not None:  # until the call ends
+            yield request
+
+    def request_progress(self) -> None:
+        """Ask etcd for a progress notification: its answer follows the responses due before it."""
+        self._outbox.put(etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest()))
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._call)
+
+    def cancel(self) -> bool:
+        cancelled: bool = self._call.cancel()
+        return cancelled

@@ -48,6 +48,7 @@ import grpc
 from bench_tools import (
     PREFIX,
     ROOT,
+    SECOND,
     EtcdctlWatch,
     Projector,
     Reports,
@@ -96,10 +97,13 @@ def session(
     subdirs: int = 0,
     proxy: bool = False,
     flags: tuple[str, ...] = (),
+    spread: bool = False,
 ) -> Iterator[tuple[EtcdServer, str, Projector, Reports, float]]:
-    """etcd with ``keys`` keys (behind a grpc-proxy if asked) and one projector that projected them;
-    yields (etcd, the endpoint the projector uses, projector, its reports, seconds from start to child)."""
-    with sandbox("dispenser-bench-", keys, value_size, subdirs, proxy) as (work, etcd, endpoint):
+    """etcd with ``keys`` keys (behind a grpc-proxy if asked; ``spread`` over two prefixes, both
+    projected) and one projector that projected them; yields (etcd, the endpoint the projector uses,
+    projector, its reports, seconds from start to child)."""
+    flags += (f"--prefix={SECOND}",) if spread else ()
+    with sandbox("dispenser-bench-", keys, value_size, subdirs, proxy, spread) as (work, etcd, endpoint):
         reports = Reports(work / "reports.fifo")
         projector = Projector(program, endpoint, work / "target", reports, flags=flags)
         started = reports.take("start", None)[0] - projector.started_at
@@ -111,11 +115,11 @@ def session(
 
 @contextmanager
 def sandbox(
-    prefix: str, keys: int, value_size: int, subdirs: int, proxy: bool
+    prefix: str, keys: int, value_size: int, subdirs: int, proxy: bool, spread: bool = False
 ) -> Iterator[tuple[Path, EtcdServer, str]]:
     """A work directory, an etcd holding ``keys`` keys in it, and the endpoint to use: etcd's own, or
     that of a grpc-proxy in front of it."""
-    with bench_tools.workspace(prefix) as work, etcd_with(keys, value_size, subdirs, work) as etcd:
+    with bench_tools.workspace(prefix) as work, etcd_with(keys, value_size, subdirs, work, spread) as etcd:
         if not proxy:
             yield work, etcd, etcd.endpoint
             return
@@ -132,9 +136,12 @@ def latency(
     subdirs: int = 0,
     proxy: bool = False,
     warm_up: int = 0,
+    spread: bool = False,
 ) -> dict[str, float]:
-    """Commit-to-signal of 2-key (paired with etcdctl) or 1-key transactions."""
-    with session(program, keys, value_size, subdirs, proxy) as (etcd, endpoint, projector, reports, started):
+    """Commit-to-signal of 2-key (paired with etcdctl) or 1-key transactions; ``spread``: the keys over
+    two prefixes, and a 2-key transaction touches both."""
+    opened = session(program, keys, value_size, subdirs, proxy, spread=spread)
+    with opened as (etcd, endpoint, projector, reports, started):
         watch = EtcdctlWatch(endpoint) if paired else None
         ours_: list[float] = []
         theirs: list[float] = []
@@ -143,7 +150,7 @@ def latency(
                 for n in range(-warm_up, rounds):
                     pairs = [(PREFIX + "seq", str(n))]
                     if paired:
-                        pairs.append((f"{PREFIX}pair", str(n)))
+                        pairs.append((f"{SECOND if spread else PREFIX}pair", str(n)))
                     before = time.time()
                     revision = commit(client, pairs)
                     took = reports.take("hup", str(n))[0] - before
@@ -465,6 +472,19 @@ def main() -> None:
     lines += table("the command", "signal", "what is read", "per signal")
     for label, signum, what, cost in disposition_costs():
         emit(row(label, signum, what, f"{cost * 1e6:.1f} us"))
+
+    lines += ["", "## 10. Several prefixes: two beside one, in alternating runs (ms)", ""]
+    lines += table("keys", "prefixes", "transaction", "p50", "p99", "two / one at p50")
+    for keys, paired in ((100, True), (10_000 if args.quick else 50_000, False)):
+        what = "2 keys, one in each prefix" if paired else "1 key"
+        one: list[float] = []
+        for _run in range(3):
+            for spread in (False, True):
+                r = latency(ours(), keys, rounds // (1 if paired else 4), paired, warm_up=10, spread=spread)
+                if not spread:
+                    one.append(r["p50"])
+                ratio = f"{r['p50'] / one[-1]:.2f}" if spread else ""
+                emit(row(keys, 2 if spread else 1, what, ms(r["p50"], 2), ms(r["p99"], 2), ratio))
 
     args.output.mkdir(exist_ok=True)
     write_results(args.output / "benchmarks.md", lines)

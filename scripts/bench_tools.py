@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from etcd_server import EtcdServer  # noqa: E402
 
 PREFIX = "/bench/"
+SECOND = "/bench2/"  # the second prefix, where keys are spread over two
 TXN_OPS = 128
 
 # The child: on SIGHUP it reads the 'seq' file and reports "kind time seq id" on a FIFO (lines shorter
@@ -222,16 +223,25 @@ def workspace(prefix: str) -> Iterator[Path]:
 
 
 @contextmanager
-def etcd_with(keys: int, value_size: int, subdirs: int, work: Path) -> Iterator[EtcdServer]:
-    """A throwaway etcd holding ``keys`` keys under the prefix, and the 'seq' key."""
+def etcd_with(
+    keys: int, value_size: int, subdirs: int, work: Path, spread: bool = False
+) -> Iterator[EtcdServer]:
+    """A throwaway etcd holding ``keys`` keys under the prefix (``spread``: every other one under the
+    second prefix), and the 'seq' key."""
     with EtcdServer(work / "etcd", ["--quota-backend-bytes=8589934592"]).running() as etcd:
-        fill(etcd, keys, value_size, subdirs)
+        fill(etcd, keys, value_size, subdirs, spread)
         yield etcd
 
 
-def fill(etcd: EtcdServer, keys: int, value_size: int, subdirs: int) -> None:
+def fill(etcd: EtcdServer, keys: int, value_size: int, subdirs: int, spread: bool = False) -> None:
     value = b"v" * value_size
-    names = [f"{PREFIX}d{i % subdirs}/k{i}" if subdirs else f"{PREFIX}k{i}" for i in range(keys)]
+    prefixes = (PREFIX, SECOND) if spread else (PREFIX,)
+    names = [
+        f"{prefixes[i % len(prefixes)]}d{i % subdirs}/k{i}"
+        if subdirs
+        else f"{prefixes[i % len(prefixes)]}k{i}"
+        for i in range(keys)
+    ]
     names.append(f"{PREFIX}seq")
     with etcd.client() as client:
         for start in range(0, len(names), TXN_OPS):

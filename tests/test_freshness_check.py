@@ -27,7 +27,7 @@ def config(etcd: EtcdServer, user: str | None = None, password: str | None = Non
 @pytest.fixture
 def check(etcd: EtcdServer) -> Iterator[tuple[Freshness, Connection]]:
     connection = Connection(config(etcd), config(etcd).endpoints[0])
-    yield Freshness(b"/cfg/", 1.0), connection
+    yield Freshness((b"/cfg/",), 1.0), connection
     connection.close()
 
 
@@ -85,10 +85,27 @@ def test_a_revoked_role_ends_the_watch_as_a_permission_failure(tmp_path: Path) -
         alice = config(etcd, "alice", ALICE_PASSWORD)
         connection = Connection(alice, alice.endpoints[0])
         try:
-            freshness = Freshness(b"/cfg/", 1.0)
+            freshness = Freshness((b"/cfg/",), 1.0)
             assert isinstance(freshness.check(connection, Position(revision, 1), revision), Confirmation)
             revoke_reading(etcd)
             refused = freshness.check(connection, Position(revision, 1), revision)
             assert isinstance(refused, Exception) and is_permission(refused)
         finally:
             connection.close()
+
+
+def test_several_prefixes_are_read_at_one_revision_and_counted_together(etcd: EtcdServer) -> None:
+    connection = Connection(config(etcd), config(etcd).endpoints[0])
+    try:
+        freshness = Freshness((b"/cfg/", b"/nginx/"), 1.0)
+        etcd.put(("/cfg/a", "1"), ("/cfg/b", "2"))
+        revision = etcd.put(("/nginx/n.conf", "n"))
+        verdict = freshness.check(connection, Position(revision, keys=3), delivered=revision)
+        assert isinstance(verdict, Confirmation) and verdict.current
+        later = etcd.put(("/nginx/n.conf", "changed"))  # the second prefix's change counts too
+        verdict = freshness.check(connection, Position(revision, keys=3), delivered=later)
+        assert isinstance(verdict, Confirmation) and not verdict.current
+        verdict = freshness.check(connection, Position(later, keys=2), delivered=later)  # a key short
+        assert isinstance(verdict, Confirmation) and not verdict.current
+    finally:
+        connection.close()

@@ -127,7 +127,7 @@ def test_excluded_keys_are_counted_but_never_held_or_refused() -> None:
     table.absorb(Batch(3, {b"/p/acme-account": None}), target)
     assert table.count == 2
     table.absorb(Batch(4, {b"/p/cert.pem": b"C"}, snapshot=True), target)
-    assert table.count == 1 and table.excluded == set()
+    assert table.count == 1 and table.excluded == {}
 
 
 def projected(table: KeyTable, target: Target, *batches: dict[bytes, bytes | None]) -> dict[str, bytes]:
@@ -218,3 +218,32 @@ def test_items_project_only_the_chosen_keys_at_their_paths(caplog: pytest.LogCap
     table.absorb(Batch(9, {b"/p/tls.key": b"K"}, snapshot=True), target)
     target.write(table)
     assert target.on_disk == {"private/key.pem": b"K"} and table.count == 1
+
+
+def two_mounts() -> tuple[Mount, Mount]:
+    return Mount(b"/a/"), Mount(b"/b/")
+
+
+def test_two_prefixes_on_one_path_the_first_given_wins_whatever_the_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for order in ([b"/a/x", b"/b/x"], [b"/b/x", b"/a/x"]):
+        target = Target()
+        table = KeyTable(two_mounts())
+        assert projected(table, target, *({key: key[1:2]} for key in order)) == {"x": b"a"}
+        assert table.count == 2 and table.refused == 1
+    assert "'/b/x': '/a/x' lands on the same path 'x', and the first --prefix given wins" in caplog.text
+    assert projected(table, target, {b"/a/x": None}) == {"x": b"b"}  # the next in rank takes it
+    assert table.count == 1 and table.refused == 0
+    assert projected(table, target, {b"/a/x": b"a2"}) == {"x": b"a2"}  # and gives it back
+    assert projected(table, target, {b"/b/x": b"b2"}, {b"/a/x": None}) == {"x": b"b2"}
+
+
+def test_a_snapshot_without_the_winner_hands_its_path_on() -> None:
+    target = Target()
+    table = KeyTable((Mount(b"/a/"), Mount(b"/b/", directory="d")))
+    projected(table, target, {b"/a/d/x": b"a", b"/b/x": b"b", b"/b/y": b"y"})
+    assert target.on_disk == {"d/x": b"a", "d/y": b"y"} and table.count == 3
+    table.absorb(Batch(9, {b"/b/x": b"b", b"/b/y": b"y"}, snapshot=True), target)
+    target.write(table)
+    assert target.on_disk == {"d/x": b"b", "d/y": b"y"} and table.count == 2 and table.refused == 0

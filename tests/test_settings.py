@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -71,9 +72,38 @@ def test_directory_mode_adds_search_where_files_are_readable() -> None:
 
 
 def test_prefix_is_a_directory() -> None:
-    assert load_options(prefix="/certs", target="t").prefix == b"/certs/"
-    assert load_options(prefix="/certs/", target="t").prefix == b"/certs/"
-    assert load_options(prefix="/", target="t").prefix == b"/"
+    assert load_options(prefix="/certs", target="t").prefix[0].prefix == b"/certs/"
+    assert load_options(prefix="/certs/", target="t").prefix[0].prefix == b"/certs/"
+    assert load_options(prefix="/", target="t").prefix[0].prefix == b"/"
+
+
+def test_several_prefixes_with_directories_and_items() -> None:
+    given = [("/certificates=tls", ["fullchain.pem=cert.pem"]), ("/nginx", [])]
+    tls, nginx = load_options(prefix=given, target="t").prefix
+    assert (tls.prefix, tls.directory, tls.items) == (
+        b"/certificates/",
+        "tls",
+        ((b"fullchain.pem", "cert.pem"),),
+    )
+    assert (nginx.prefix, nginx.directory, nginx.items) == (b"/nginx/", "", ())
+    assert tls.path(b"/certificates/fullchain.pem") == "tls/cert.pem"
+    assert tls.key("tls/cert.pem") == b"/certificates/fullchain.pem"
+
+
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ([("/a", []), ("/a/", [])], "'/a/' is given twice"),
+        ([("/a", []), ("/a/b", [])], "'/a/' and '/a/b/' overlap"),
+        ([("/a/b", []), ("/", [])], "'/' and '/a/b/' overlap"),
+        ([("/a=../up", [])], "the directory '../up' has a '..' segment"),
+        ([("/a", ["k=x", "k=y"])], "the key 'k' is chosen twice"),
+    ],
+)
+def test_bad_prefixes_name_the_flag(given: list[tuple[str, list[str]]], error: str) -> None:
+    flag = "--item" if "chosen" in error else "--prefix"
+    with pytest.raises(UsageError, match=rf"^{flag}: .*{re.escape(error)}"):
+        load_options(prefix=given, target="t")
 
 
 def test_option_errors_name_the_flag() -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, mo
 
 from ..guard import Limit
 from ..keys import RefusedKey, check_path
+from ..mount import Mount
 from .values import (
     UsageError,
     directory_mode,
@@ -54,6 +55,44 @@ def _required(text: str) -> str:
         return check_path(text.strip("/") if text != "/" else "")
     except RefusedKey as refusal:
         raise ValueError(f"{text!r} {refusal}") from None
+
+
+def _mounts(value: object) -> object:
+    """``--prefix`` as given: one text, or texts with the ``--item`` texts that follow each."""
+    if isinstance(value, str | bytes):
+        value = [(value, [])]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, tuple) for v in value):
+        return value
+    mounts = tuple(_mount(text, items) for text, items in value)
+    for index, mount in enumerate(mounts):
+        for other in mounts[:index]:
+            if mount.prefix == other.prefix:
+                raise ValueError(f"{mount.prefix.decode()!r} is given twice")
+            if mount.prefix.startswith(other.prefix) or other.prefix.startswith(mount.prefix):
+                inner, outer = sorted((mount.prefix, other.prefix), key=len, reverse=True)
+                raise ValueError(f"{outer.decode()!r} and {inner.decode()!r} overlap: a key under both")
+    return mounts
+
+
+def _mount(text: str | bytes, items: list[str]) -> Mount:
+    """``PREFIX`` or ``PREFIX=DIR`` (split at the first ``=``), and its items."""
+    prefix, _, directory = (text.decode() if isinstance(text, bytes) else text).partition("=")
+    if directory:
+        try:
+            directory = check_path(directory.strip("/"))
+        except RefusedKey as refusal:
+            raise ValueError(f"the directory {directory!r} {refusal}") from None
+    try:
+        chosen = tuple(parse_item(item) for item in items)
+    except ValueError as exc:
+        raise ValueError(f"--item: {exc}") from None
+    for index, (key, path) in enumerate(chosen):
+        for other_key, other in chosen[:index]:
+            if key == other_key:
+                raise ValueError(f"--item: the key {key.decode()!r} is chosen twice")
+            if f"{path}/".startswith(f"{other}/") or f"{other}/".startswith(f"{path}/"):
+                raise ValueError(f"--item: the paths {other!r} and {path!r} collide")
+    return Mount(normalize_prefix(prefix), chosen, directory)
 
 
 def _limit(text: object) -> object:
@@ -120,7 +159,7 @@ class Options(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
-    prefix: Annotated[bytes, BeforeValidator(normalize_prefix)]
+    prefix: Annotated[tuple[Mount, ...], BeforeValidator(_mounts)]
     target: Path
     signal: Annotated[Signals | None, BeforeValidator(lambda v: v and parse_signal(v))] = None
     mode: Annotated[int, BeforeValidator(lambda v: parse_mode(v) if isinstance(v, str) else v)] = 0o600
@@ -136,7 +175,6 @@ class Options(BaseModel):
         None
     )
     confirm_interval: Annotated[float, BeforeValidator(_interval)] = 10.0
-    item: Annotated[tuple[tuple[bytes, str], ...], BeforeValidator(_each(parse_item))] = ()
     include: Annotated[tuple[re.Pattern[str], ...], BeforeValidator(_each(parse_glob))] = ()
     exclude: Annotated[tuple[re.Pattern[str], ...], BeforeValidator(_each(parse_glob))] = ()
     file_mode: Annotated[
@@ -163,16 +201,6 @@ class Options(BaseModel):
     def _one_way_to_tell(self) -> Self:
         if self.restart and self.signal is not None:
             raise ValueError("--restart: the command is restarted instead of signalled; drop --signal")
-        return self
-
-    @model_validator(mode="after")
-    def _items_apart(self) -> Self:
-        for index, (key, path) in enumerate(self.item):
-            for other_key, other in self.item[:index]:
-                if key == other_key:
-                    raise ValueError(f"--item: the key {key.decode()!r} is chosen twice")
-                if f"{path}/".startswith(f"{other}/") or f"{other}/".startswith(f"{path}/"):
-                    raise ValueError(f"--item: the paths {other!r} and {path!r} collide")
         return self
 
     @property

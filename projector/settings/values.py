@@ -125,7 +125,7 @@ def directory_mode(file_mode: int) -> int:
 def first_error(exc: ValidationError, name_of: Callable[[str], str]) -> str:
     error = exc.errors()[0]
     message = str(error["msg"]).removeprefix("Value error, ")
-    if not error["loc"]:
+    if not error["loc"] or message.startswith("--"):  # (it names its flag itself)
         return message
     return f"{name_of(str(error['loc'][0]))}: {message}"
 

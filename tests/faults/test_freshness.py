@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from etcd_auth import ALICE_PASSWORD, add_alice, grant_reading, remove_alice, revoke_reading
 from etcd_server import EtcdServer, free_port
 from harness import Run, get, metric, wait_for
@@ -28,10 +29,12 @@ def advancing(port: int, within: float = 5.0) -> bool:
     return True
 
 
-def test_an_idle_prefix_is_confirmed_current_at_each_interval(run: Run) -> None:
-    run.etcd.put(("/cfg/a", "1"))
+@pytest.mark.parametrize("two", [False, True], ids=["one prefix", "two prefixes"])
+def test_an_idle_prefix_is_confirmed_current_at_each_interval(run: Run, two: bool) -> None:
+    run.etcd.put(("/cfg/a", "1"), ("/nginx/n.conf", "1"))
     port = free_port()
-    run.start("--signal=SIGHUP", "--confirm-interval=1s", f"--metrics-address=127.0.0.1:{port}")
+    flags = ("--prefix=/nginx=nginx",) if two else ()
+    run.start("--signal=SIGHUP", "--confirm-interval=1s", f"--metrics-address=127.0.0.1:{port}", *flags)
     run.wait_started()
     first = wait_for(lambda: last_sync(port), 10, "the first confirmation")
     for n in range(3):

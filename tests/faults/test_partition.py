@@ -36,23 +36,31 @@ def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
         yield members
 
 
-def test_a_member_cut_off_from_its_peers_is_left(tmp_path: Path, cluster: EtcdCluster) -> None:
+@pytest.mark.parametrize("two", [False, True], ids=["one prefix", "two prefixes"])
+def test_a_member_cut_off_from_its_peers_is_left(tmp_path: Path, cluster: EtcdCluster, two: bool) -> None:
+    flags, conf = (("--prefix=/nginx=nginx",), {"nginx/n.conf": "0"}) if two else ((), {})
     with cluster.running():
         run = Run(tmp_path, cluster)
         try:
-            cluster.put(("/cfg/a", "0"), ("/cfg/b", "0"))
-            run.start("--signal=SIGHUP")
+            cluster.put(("/cfg/a", "0"), ("/cfg/b", "0"), ("/nginx/n.conf", "0"))
+            run.start("--signal=SIGHUP", *flags)
             run.wait_started()
             with Partition(cluster.members[0]):
                 began = time.monotonic()
                 cluster.put(("/cfg/a", "1"))
                 cluster.put(("/cfg/b", "1"))
-                records = run.wait_signals(1, timeout=30)
+                wait_for(
+                    lambda: any(record["files"].get("b") == "1" for record in run.signals()),
+                    30,
+                    "both changes, through another member",
+                )
                 run.wait_log("etcd is back after", timeout=30)
                 left = time.monotonic() - began
+                signalled = len(run.signals())  # (one or two: the two transactions may come apart)
                 run.etcd.put(("/cfg/a", "2"))
-                assert run.wait_signals(len(records) + 1, timeout=30)[-1]["files"] == {"a": "2", "b": "1"}
-            assert run.files() == {"a": b"2", "b": b"1"}
+                files = run.wait_signals(signalled + 1, timeout=30)[-1]["files"]
+                assert files == {"a": "2", "b": "1", **conf}
+            assert run.files() == {"a": b"2", "b": b"1", **{k: v.encode() for k, v in conf.items()}}
             assert len(run.signals()) <= 3  # at most one per transaction
             revisions = applied_revisions(run.log)
             assert revisions == sorted(set(revisions)), revisions  # nothing applied twice

@@ -33,15 +33,26 @@ def through(run: Run, proxy: GrpcProxy, **extra: str) -> dict[str, str]:
     return run.env(ETCD_ENDPOINTS=proxy.endpoints, **extra)
 
 
-def test_first_projection_and_one_signal_per_transaction(run: Run, proxy: GrpcProxy) -> None:
-    run.etcd.put(("/cfg/cert.pem", "C0"), ("/cfg/key.pem", "K0"), ("/cfg/sub/x", "x"))
-    run.start("--signal=SIGHUP", env=through(run, proxy))
-    assert run.wait_started()["files"] == {"cert.pem": "C0", "key.pem": "K0", "sub/x": "x"}
+@pytest.mark.parametrize("two", [False, True], ids=["one prefix", "two prefixes"])
+def test_first_projection_and_one_signal_per_transaction(run: Run, proxy: GrpcProxy, two: bool) -> None:
+    # With two prefixes, each transaction touches both: the proxy forwards their responses apart.
+    flags, conf = (("--prefix=/nginx=nginx",), {"nginx/n.conf": "N0"}) if two else ((), {})
+    run.etcd.put(
+        ("/cfg/cert.pem", "C0"), ("/cfg/key.pem", "K0"), ("/cfg/sub/x", "x"), ("/nginx/n.conf", "N0")
+    )
+    run.start("--signal=SIGHUP", *flags, env=through(run, proxy))
+    assert run.wait_started()["files"] == {"cert.pem": "C0", "key.pem": "K0", "sub/x": "x", **conf}
     for n in range(1, 6):
-        run.etcd.put(("/cfg/cert.pem", f"C{n}"), ("/cfg/key.pem", f"K{n}"))
-        assert run.wait_signals(n)[-1]["files"] == {"cert.pem": f"C{n}", "key.pem": f"K{n}", "sub/x": "x"}
+        run.etcd.put(("/cfg/cert.pem", f"C{n}"), ("/cfg/key.pem", f"K{n}"), ("/nginx/n.conf", f"N{n}"))
+        conf = {"nginx/n.conf": f"N{n}"} if two else {}
+        assert run.wait_signals(n)[-1]["files"] == {
+            "cert.pem": f"C{n}",
+            "key.pem": f"K{n}",
+            "sub/x": "x",
+            **conf,
+        }
     run.etcd.delete("/cfg/sub/x")
-    assert run.wait_signals(6)[-1]["files"] == {"cert.pem": "C5", "key.pem": "K5"}
+    assert run.wait_signals(6)[-1]["files"] == {"cert.pem": "C5", "key.pem": "K5", **conf}
     time.sleep(0.5)
     assert len(run.signals()) == 6
     assert "keeping the current files" not in run.log  # the watch was never cut

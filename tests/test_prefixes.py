@@ -1,0 +1,112 @@
+"""Several prefixes in one target, against a real etcd: one revision per generation, one signal per
+transaction across prefixes, one start snapshot, the first --prefix winning a shared path, and the
+prefixes' keys through compaction and a member restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from harness import Run, wait_for
+
+NGINX = "--prefix=/nginx=nginx"  # beside the harness's --prefix=/cfg: /nginx's keys under nginx/
+
+
+def read_generation(target: Path) -> tuple[str, str] | None:
+    """What a reader sees through ``..data`` at one moment: the certificate and nginx's config."""
+    try:
+        generation = target / os.readlink(target / "..data")
+        return (generation / "cert.pem").read_text(), (generation / "nginx" / "nginx.conf").read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def test_a_transaction_across_two_prefixes_is_one_generation_and_one_signal(run: Run) -> None:
+    run.etcd.put(("/cfg/cert.pem", "0"), ("/nginx/nginx.conf", "0"))
+    run.start("--signal=SIGHUP", NGINX)
+    assert run.wait_started()["files"] == {"cert.pem": "0", "nginx/nginx.conf": "0"}
+    seen: set[tuple[str, str]] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            if (pair := read_generation(run.target)) is not None:
+                seen.add(pair)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for n in range(1, 31):
+            run.etcd.put(("/cfg/cert.pem", str(n)), ("/nginx/nginx.conf", str(n)))
+            record = run.wait_signals(n)[-1]
+            assert record["files"] == {"cert.pem": str(n), "nginx/nginx.conf": str(n)}
+    finally:
+        stop.set()
+        thread.join()
+    time.sleep(0.3)
+    assert len(run.signals()) == 30
+    mixed = {pair for pair in seen if pair[0] != pair[1]}
+    assert not mixed and len(seen) > 1, f"a reader saw one prefix new and the other old: {sorted(mixed)}"
+    print(f"FIGURE two prefixes: 30 transactions, 30 signals, {len(seen)} distinct reads, none mixed")
+
+
+def test_the_start_snapshot_of_several_prefixes_is_one_revision(run: Run) -> None:
+    run.etcd.put(("/cfg/cert.pem", "0"), ("/nginx/nginx.conf", "0"))
+    stop = threading.Event()
+
+    def writer() -> None:  # a transaction across both prefixes, as fast as etcd takes them
+        n = 0
+        while not stop.is_set():
+            n += 1
+            run.etcd.put(("/cfg/cert.pem", str(n)), ("/nginx/nginx.conf", str(n)))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        run.start("--signal=SIGHUP", NGINX, "--once", command=[])
+        assert run.wait_exit() == 0
+    finally:
+        stop.set()
+        thread.join()
+    files = run.files()
+    assert files["cert.pem"] == files["nginx/nginx.conf"] and files["cert.pem"] != b"0"
+
+
+def test_a_path_from_two_prefixes_goes_to_the_first_given(run: Run) -> None:
+    run.etcd.put(("/cfg/shared.conf", "from cfg"), ("/other/shared.conf", "from other"))
+    run.start("--signal=SIGHUP", "--prefix=/other")
+    assert run.wait_started()["files"] == {"shared.conf": "from cfg"}
+    run.wait_log("refusing key '/other/shared.conf': '/cfg/shared.conf' lands on the same path")
+    assert "from other" not in run.log
+    run.etcd.delete("/cfg/shared.conf")
+    assert run.wait_signals(1)[-1]["files"] == {"shared.conf": "from other"}
+    run.etcd.put(("/cfg/shared.conf", "back"))
+    assert run.wait_signals(2)[-1]["files"] == {"shared.conf": "back"}
+
+
+def test_several_prefixes_through_compaction_and_a_restart(run: Run) -> None:
+    run.etcd.put(("/cfg/cert.pem", "1"), ("/nginx/nginx.conf", "1"), ("/nginx/gone.conf", "x"))
+    run.start("--signal=SIGHUP", NGINX)
+    run.wait_started()
+    assert run.process is not None
+    os.kill(run.process.pid, signal.SIGSTOP)
+    try:
+        run.etcd.restart()
+        run.etcd.delete("/nginx/gone.conf")
+        for n in range(2, 8):
+            revision = run.etcd.put(("/cfg/cert.pem", str(n)), ("/nginx/nginx.conf", str(n)))
+        run.etcd.compact(revision)
+        run.etcd.restart()
+    finally:
+        os.kill(run.process.pid, signal.SIGCONT)
+    record = run.wait_signals(1, timeout=20)[-1]
+    assert record["files"] == {"cert.pem": "7", "nginx/nginx.conf": "7"}
+    run.etcd.put(("/cfg/cert.pem", "8"), ("/nginx/nginx.conf", "8"))
+    assert run.wait_signals(2)[-1]["files"] == {"cert.pem": "8", "nginx/nginx.conf": "8"}
+    wait_for(lambda: run.files().get("cert.pem") == b"8", what="the files")
+    time.sleep(0.3)
+    assert len(run.signals()) == 2
