@@ -80,6 +80,45 @@ class Selection:
         return not any(glob.match(path) for glob in self.exclude)
 
 
+class Excluded:
+    """The keys the selection leaves out, by path and by their prefix's rank (two prefixes' keys may
+    share a path): names only, never values, and how many keys they are."""
+
+    def __init__(self) -> None:
+        self.ranks: dict[str, int] = {}  # path -> the ranks of its keys, as bits
+        self.count = 0
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.ranks
+
+    def add(self, path: str, rank: int) -> bool:
+        """Whether the key is new."""
+        ranks = self.ranks.get(path, 0)
+        if ranks >> rank & 1:
+            return False
+        self.ranks[path] = ranks | 1 << rank
+        self.count += 1
+        return True
+
+    def discard(self, path: str, rank: int) -> bool:
+        """Whether the key was there."""
+        ranks = self.ranks.get(path, 0)
+        if not ranks >> rank & 1:
+            return False
+        ranks &= ~(1 << rank)
+        if ranks:
+            self.ranks[path] = ranks
+        else:
+            del self.ranks[path]
+        self.count -= 1
+        return True
+
+    def keys_of(self, path: str) -> list[int]:
+        """The ranks of the excluded keys on ``path``."""
+        ranks = self.ranks[path]
+        return [rank for rank in range(ranks.bit_length()) if ranks >> rank & 1]
+
+
 def printable(key: bytes) -> str:
     """A key for a log line: control characters and invalid UTF-8 escaped, so it cannot forge lines."""
     text = key.decode("utf-8", "backslashreplace")
