@@ -80,30 +80,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=PATH",
         help="project only KEY (of the --prefix before it), at PATH",
     )
-    add(
-        "--include",
-        metavar="GLOB",
-        action="append",
-        default=[],
-        help="project only keys matching (repeatable)",
-    )
-    add(
-        "--exclude",
-        metavar="GLOB",
-        action="append",
-        default=[],
-        help="never project keys matching (repeatable)",
-    )
-    add("--file-mode", metavar="GLOB=MODE", action="append", default=[], help="mode for matching files")
-    add(
-        "--file-owner",
-        metavar="GLOB=USER[:GROUP]",
-        action="append",
-        default=[],
-        help="owner and group of matching files (root only, unless it is you)",
-    )
-    add("--decode", metavar="GLOB=base64", action="append", default=[], help="decode matching values")
-    add("--require", metavar="PATH", action="append", default=[], help="start the command once PATH exists")
+    repeatable = [
+        ("--include", "GLOB", "project only keys matching"),
+        ("--exclude", "GLOB", "never project keys matching"),
+        ("--file-mode", "GLOB=MODE", "mode for matching files"),
+        (
+            "--file-owner",
+            "GLOB=USER[:GROUP]",
+            "owner and group of matching files (root only, unless it is you)",
+        ),
+        ("--decode", "GLOB=base64", "decode matching values"),
+        ("--require", "PATH", "start the command once PATH exists"),
+    ]
+    for flag, metavar, text in repeatable:
+        add(flag, metavar=metavar, action="append", default=[], help=f"{text} (repeatable)")
     add("--wait", metavar="MIN[:MAX]", help="write changes once etcd was quiet for MIN (at most MAX)")
     add("--allow-empty", action="store_true", help="let a change through that would leave the target empty")
     add("--max-removed", metavar="N|P%", help="hold back a change that removes more files than this")

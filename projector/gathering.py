@@ -27,6 +27,7 @@ from .batches import Batch
 
 QUIET = 0.02  # seconds: where progress requests go unanswered, how long a revision stays open
 ANSWER = 0.5  # seconds: how long an answer to a progress request is waited for before it counts as none
+LOOK = 0.25  # seconds: how often the waiter looks at an open batch that nobody woke it for
 PROGRESS_ANSWER = -1  # the watch id of etcd's answer to a progress request
 
 
@@ -69,7 +70,8 @@ class Gathering:
                 self._asked = True
                 self._ask()
             self._deadline = time.monotonic() + (ANSWER if self._answers else QUIET)
-            self._lock.notify()
+            if not self._answers:  # (else the waiter's next look is soon enough: waking it costs a change)
+                self._lock.notify()
 
     def close(self) -> None:
         """The stream ended: what is open is not delivered (the next watch starts from what was)."""
@@ -89,11 +91,11 @@ class Gathering:
         with self._lock:
             while not self._closed:
                 if self._deadline is None:
-                    self._lock.wait()
+                    self._lock.wait(LOOK)
                     continue
                 remaining = self._deadline - time.monotonic()
                 if remaining > 0:
-                    self._lock.wait(remaining)
+                    self._lock.wait(min(remaining, LOOK))
                     continue
                 if self._asked:  # never answered: from now on a quiet stream completes a revision
                     self._asked, self._answers = False, False

@@ -91,6 +91,8 @@ class KeyTable:
     def _drop_absent(self, keys: Iterable[bytes], places: Iterable[tuple[str, int] | None]) -> None:
         """A snapshot: every key it does not hold is gone. Set operations over the paths of the first
         mount; a key of another one is looked at alone."""
+        if not (self.digests or self.undecodable or self.excluded.ranks or self.invalid or self.unchosen):
+            return  # the first snapshot: nothing known yet
         first: set[str] = set()
         ranked: set[tuple[str, int]] = set()
         for place in places:
@@ -150,7 +152,8 @@ class KeyTable:
         if self.selection and not self.selection.selects(path):
             return self.excluded.add(path, rank)
         if path not in self.digests and path not in self.undecodable:
-            self.contest.hold(path, rank)
+            if rank:  # (a free path has no rank recorded: rank 0 needs nothing)
+                self.contest.hold(path, rank)
             return self._put(path, value)
         holder = self.contest.rank(path)
         if rank == holder:

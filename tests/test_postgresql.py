@@ -126,17 +126,25 @@ def work(postgres_user: pwd.struct_passwd) -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_postgresql_reloads_its_certificate_and_settings_and_is_never_restarted(
-    work: Path, postgres_user: pwd.struct_passwd, etcd: EtcdServer
-) -> None:
+def seeded(
+    work: Path, user: pwd.struct_passwd, etcd: EtcdServer
+) -> tuple[Run, Postgres, tuple[tuple[bytes, bytes], tuple[bytes, bytes]]]:
+    """A run, its database, and two certificate pairs, the first in etcd with a setting."""
     run = Run(work, etcd)
-    database = Postgres(work, run.target, postgres_user)
+    database = Postgres(work, run.target, user)
     first, second = server_pair(), server_pair()
     etcd.put(
         ("/cfg/server.crt", first[0]),
         ("/cfg/server.key", first[1]),
         ("/cfg/conf.d/app.conf", "work_mem = '8MB'\n"),
     )
+    return run, database, (first, second)
+
+
+def test_postgresql_reloads_its_certificate_and_settings_and_is_never_restarted(
+    work: Path, postgres_user: pwd.struct_passwd, etcd: EtcdServer
+) -> None:
+    run, database, (first, second) = seeded(work, postgres_user, etcd)
     with reachable_code() as paths:
         wrapper, env = as_user(postgres_user.pw_uid, postgres_user.pw_gid, paths, run.env())
         flags = ("--signal=SIGHUP", "--require=server.crt", "--require=server.key", "--require=conf.d")
@@ -181,14 +189,7 @@ def test_a_root_dispenser_gives_the_key_to_postgres_and_keeps_the_certificate_re
     # refuses one it does not own, unless it is root's and 0640 for its group), the certificate 0644.
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to run PostgreSQL as its own user under a root dispenser")
-    run = Run(work, etcd)
-    database = Postgres(work, run.target, postgres_user)
-    first, second = server_pair(), server_pair()
-    etcd.put(
-        ("/cfg/server.crt", first[0]),
-        ("/cfg/server.key", first[1]),
-        ("/cfg/conf.d/app.conf", "work_mem = '8MB'\n"),
-    )
+    run, database, (first, second) = seeded(work, postgres_user, etcd)
     flags = (
         "--signal=SIGHUP",
         "--file-owner=server.key=postgres",
