@@ -70,12 +70,25 @@ class Metrics:
         self.errors = Labelled(
             "errors", "kind", "errors by kind: etcd, permission, write, check, on_change, guard"
         )
-        self.ready = False
+        self.readiness = Number(
+            "ready", "gauge", "1 once the first projection is live and the command started"
+        )
+        self.start_time = Number(
+            "start_time_seconds", "gauge", "when this dispenser started (Unix time)", time.time()
+        )
         self.heartbeat = time.monotonic()
 
     @property
     def numbers(self) -> list[Number]:
         return [n for n in vars(self).values() if isinstance(n, Number)]
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.readiness.value)
+
+    @ready.setter
+    def ready(self, ready: bool) -> None:
+        self.readiness.set(float(ready))
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
