@@ -4,9 +4,11 @@ This module and the ones it uses (:mod:`.connection`, :mod:`.watchcall`, :mod:`.
 code that talks to etcd. :class:`Source` runs in its own thread and hands each :class:`Batch` to its
 receiver (the dispenser):
 
-- a *snapshot* batch holds every key under the prefix at one revision R, read in pages pinned to R;
+- a *snapshot* batch holds every key under the prefixes at one revision R, read in pages pinned to R;
 - a *change* batch holds the events of one watch response. etcd never splits a revision across
-  responses, so a batch is one transaction, or a catch-up run of whole transactions.
+  responses, so a batch is one transaction, or a catch-up run of whole transactions. With several
+  prefixes, each has its watcher on one stream, and the responses of one revision are gathered into
+  one batch (gathering.py); every new watch then starts with a snapshot instead of a catch-up.
 
 Trouble never ends the stream. A failure is logged once per outage, retried with capped jittered
 backoff against the next endpoint, and the watch resumes from the last delivered revision + 1. A
@@ -28,10 +30,11 @@ import grpc
 from pyetcd import etcdrpc
 
 from .batches import Batch, Confirmation, Position
-from .connection import CALL_TIMEOUT, Connection, is_permission, prefix_end, read_prefixes, reason
+from .connection import CALL_TIMEOUT, Connection, prefix_end, read_prefixes
 from .freshness import Freshness
 from .gathering import Gathering
 from .metrics import Metrics
+from .outage import Outage
 from .pacing import Backoff
 from .settings import EtcdConfig
 from .watchcall import Stream, WatchCall, open_watch
@@ -84,8 +87,7 @@ class Source:
         self._interruption: Exception | None = None
         self._attempt = 0
         self._endpoint = ""  # the one in use, for logs
-        self._outage: tuple[float, bool] | None = None  # since when, and whether for a permission
-        self._was_live = False
+        self._outage = Outage(self._named, metrics)
 
     def run(self, receiver: Receiver) -> None:
         self.receiver = receiver
@@ -149,49 +151,13 @@ class Source:
         return Connection(self.config, endpoint)
 
     def _failed(self, exc: Exception) -> None:
-        permission = is_permission(exc)
-        self.metrics.etcd_connected.set(0)
-        self.metrics.errors.labels("permission" if permission else "etcd").inc()
-        text = reason(exc)
-        if self._outage is not None and self._outage[1] == permission:
-            log.debug("etcd still failing: %s", text)
-            return
-        self._outage = (self._outage[0] if self._outage else time.monotonic(), permission)
-        where = self._endpoint
-        if not permission:
-            log.warning("etcd %s: %s; keeping the current files and retrying", where, text)
-        elif self._was_live:
-            log.error(
-                "etcd %s: permission to read %s was lost: %s; keeping the current files and retrying",
-                where,
-                self._named,
-                text,
-            )
-        else:
-            log.error(
-                "etcd %s: not permitted to read %s: %s; keeping the current files and retrying",
-                where,
-                self._named,
-                text,
-            )
+        self._outage.failed(exc, self._endpoint)
 
     def _recovered(self, connection: Connection) -> None:
         """The watch is live: a later outage starts again from the shortest backoff."""
-        self.live, self._was_live = connection, True
-        self.metrics.etcd_connected.set(1)
+        self.live = connection
         self._backoff.reset()
-        if self._outage is not None:
-            since, permission = self._outage
-            what = f"permission to read {self._named}" if permission else "etcd"
-            took = time.monotonic() - since
-            log.warning(
-                "%s is back after %.1f s (through %s); resuming at revision %s",
-                what,
-                took,
-                self._endpoint,
-                self.revision,
-            )
-            self._outage = None
+        self._outage.over(self._endpoint, self.revision)
 
     # -- reading -------------------------------------------------------------------------------------------
 
