@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..settings import Ownership
@@ -38,6 +38,18 @@ class History:
     def since(self, epoch: int) -> set[str]:
         """The paths changed by the swaps after ``epoch``."""
         return {path for later, paths in self._changed.items() if later > epoch for path in paths}
+
+    def needed(
+        self, epoch: int, live: Mapping[str, bytes], changes: Mapping[str, bytes | None]
+    ) -> dict[str, bytes | None]:
+        """What a generation of ``epoch`` (-1: new and empty) must change to hold the live files
+        (``live``) and then ``changes``: what it lacks of the live ones, and the changes."""
+        if epoch < 0:
+            needed: dict[str, bytes | None] = dict(live)
+        else:
+            needed = {path: live.get(path) for path in self.since(epoch)}
+        needed.update(changes)
+        return needed
 
     def keep_after(self, epoch: int) -> None:
         """Forget the swaps up to ``epoch``: no generation needs them any more."""

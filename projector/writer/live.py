@@ -44,6 +44,14 @@ class LiveIndex:
         vanish = {top for top, count in counts.items() if not count and before[top]}
         return counts, appear, vanish
 
+    def links_to_fix(self, counts: Mapping[str, int], ours: set[str]) -> tuple[set[str], set[str]]:
+        """The first change since start, given how many files each name it touches will stand for: the
+        links to make (names that will be there, without our link) and to remove (ours, for names that
+        will not be)."""
+        names = {top for top in map(top_name, self.files) if top not in counts}
+        names |= {top for top, count in counts.items() if count}
+        return names - ours, ours - names
+
     def census(self, changes: Mapping[str, bytes | None], found: set[str] | None) -> tuple[int, int]:
         """How many live files ``changes`` remove, and how many the target holds after them; ``found``:
         the files found at start, which the first change removes unless it names them."""

@@ -39,7 +39,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..paths import top_name
 from ..settings import Ownership
 from . import links
 from .blanks import Blanks
@@ -181,22 +180,12 @@ class Writer:
         repair: missing ones, and ours for names that are not there)."""
         counts, appear, vanish = self._index.names_changed(effective)
         if self._found is not None:  # the first change since open: make the links right
-            names = {top for top in map(top_name, self._index.files) if top not in counts}
-            names |= {top for top, count in counts.items() if count}
-            appear |= names - self._links_found
-            vanish |= self._links_found - names
+            missing, wrong = self._index.links_to_fix(counts, self._links_found)
+            appear, vanish = appear | missing, vanish | wrong
         return appear, vanish
 
-    def _needed(
-        self, candidate: Generation, effective: Mapping[str, bytes | None]
-    ) -> dict[str, bytes | None]:
-        """What the candidate must change: what it lacks of the live generation, and the changes."""
-        if candidate.epoch < 0:  # new and empty
-            needed: dict[str, bytes | None] = dict(self._index.files)
-        else:
-            needed = {path: self._index.files.get(path) for path in self._history.since(candidate.epoch)}
-        needed.update(effective)
-        return needed
+    def _needed(self, candidate: Generation, changes: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
+        return self._history.needed(candidate.epoch, self._index.files, changes)
 
     def _swap(self, candidate: Generation) -> None:
         """Name the candidate for this moment and rename a link to it over ``..data``."""
