@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,7 @@ class Batch:
     revision: int
     changes: Mapping[bytes, bytes | None]
     snapshot: bool = False
+    edited: tuple[Path, ...] = ()  # --template sources edited on disk: no keys, the templates anew
 
 
 @dataclass(frozen=True)

@@ -91,9 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         ),
         ("--decode", "GLOB=base64", "decode matching values"),
         ("--require", "PATH", "start the command once PATH exists"),
+        ("--template", "SRC=DEST", "render the template SRC into DEST, with the keys' values"),
     ]
     for flag, metavar, text in repeatable:
         add(flag, metavar=metavar, action="append", default=[], help=f"{text} (repeatable)")
+    add("--template-only", action="store_true", help="project only the rendered templates, not the keys")
     add("--wait", metavar="MIN[:MAX]", help="write changes once etcd was quiet for MIN (at most MAX)")
     add("--allow-empty", action="store_true", help="let a change through that would leave the target empty")
     add("--max-removed", metavar="N|P%", help="hold back a change that removes more files than this")

@@ -28,6 +28,12 @@ Every thread of a run, what it owns, and what crosses between them:
   ends the watch (``Source.interrupt``) for a failed check.
 - **the watch timer** (a ``threading.Timer`` per watch, source.py): cancels a watch that etcd has not
   created within its deadline.
+- **etcd-gathering** (gathering.py, with several prefixes, one per watch): delivers a revision's
+  batch whose progress answer never came (through a proxy: once it stayed quiet), under the
+  gathering's lock, which the source thread takes for every response; it then applies the batch
+  as the source thread would.
+- **templates** (rendering.py, with ``--template``): watches the template files; an edit is delivered
+  like a batch (``receive``), so it is applied under the lock as any change.
 - **links** (writer/links.py): makes the top-level links of a change that brings many names while
   the files are written, joined before the swap; touches only those links.
 - **metrics** (exposition.py, with ``--metrics-address``): the HTTP server; reads the metrics and the
@@ -51,6 +57,7 @@ from .metrics import HEARTBEAT_SECONDS, Metrics
 from .notify import Notifier
 from .pacing import Quiet, Retry
 from .projection import Outcome, Projection
+from .rendering import watch_sources
 from .settings import Options
 from .source import Source
 from .supervisor import Supervisor
@@ -88,6 +95,7 @@ class Dispenser:
         self.direct = False  # whether the source thread applies what it delivers (once the command runs)
         self.changed_at = 0.0  # time.monotonic() of the last change applied
         self.failure: Exception | None = None  # raised by a change on the source thread
+        self.stopping = threading.Event()  # the run is over: for the templates' thread
 
     # -- the run -------------------------------------------------------------------------------------------
 
@@ -97,6 +105,9 @@ class Dispenser:
         self.events.listen(self._on_signal)
         self.writer.open()
         threading.Thread(target=self.source.run, args=(self,), name="etcd-source", daemon=True).start()
+        if self.projection.templates.sources:
+            watching = (self.projection.templates.sources, self.receive, self.stopping)
+            threading.Thread(target=watch_sources, args=watching, name="templates", daemon=True).start()
         try:
             status = self._first_projection()
             if status is None:
@@ -117,6 +128,7 @@ class Dispenser:
             return self._loop()
         finally:
             self.notifier.send("STOPPING=1")
+            self.stopping.set()
             with patiently(self.lock):
                 self.direct = False
                 self.source.stop()
@@ -212,8 +224,8 @@ class Dispenser:
         self.changed_at = time.monotonic()
         if outcome is Outcome.FAILED:
             self._write_failed(applied.why)
-        elif outcome is Outcome.HELD:  # judged again with the next change, not retried meanwhile
-            self.metrics.errors.labels("guard").inc()
+        elif outcome in (Outcome.HELD, Outcome.UNRENDERED):  # judged again with the next change
+            self.metrics.errors.labels("guard" if outcome is Outcome.HELD else "template").inc()
             log.error("%s", applied.why)
             self.retry.succeeded()
         elif outcome is not Outcome.REJECTED and self.retry.failing:

@@ -39,6 +39,8 @@ class KeyTable:
         mounts: Mount | Sequence[Mount],
         selection: Selection | None = None,
         decoding: Decoding | None = None,
+        reserved: set[str] | None = None,
+        keep_values: bool = False,
     ) -> None:
         self.mounts = Mounts(mounts)
         self.selection = selection or Selection()
@@ -49,7 +51,10 @@ class KeyTable:
         self.unchosen: set[bytes] = set()  # with --item: the keys no item names (never their values)
         self.undecodable: dict[str, str] = {}  # paths whose value does not decode (--decode) -> why
         self.revision = 0  # of the newest batch taken in
-        self.paths = Placement(self._key)
+        self.paths = Placement(self._key, reserved or set())
+        # With templates: every key's value as written (decoded), for them to read; else values are
+        # held only while they are not on disk.
+        self.values: dict[str, bytes] | None = {} if keep_values else None
         self.digests = self.paths.digests
 
     # -- taking batches in ---------------------------------------------------------------------------------
@@ -194,7 +199,9 @@ class KeyTable:
 
     def _current(self, path: str) -> Waiting:
         """What the key holding ``path`` projects: its value held, or on disk; why it does not decode."""
-        return self.undecodable[path] if path in self.undecodable else self.paths.current(path)
+        if path in self.undecodable:
+            return self.undecodable[path]
+        return self.values[path] if self.values is not None else self.paths.current(path)
 
     def _put(self, path: str, value: bytes, decoded: bool = False) -> bool:
         """A key's new value; whether the key is new."""
@@ -205,6 +212,8 @@ class KeyTable:
             except Undecodable as refusal:
                 return self._undecodable(path, str(refusal), old is None)
             self.undecodable.pop(path, None)
+        if self.values is not None:
+            self.values[path] = value
         return self.paths.put(path, value)
 
     def _undecodable(self, path: str, why: str, new: bool) -> bool:
@@ -219,6 +228,8 @@ class KeyTable:
     def _forget(self, path: str) -> bool:
         """A key is gone; whether it was there."""
         undecodable = self.undecodable.pop(path, None) is not None
+        if self.values is not None:
+            self.values.pop(path, None)
         return self.paths.forget(path) or undecodable
 
     def _key(self, path: str) -> bytes:

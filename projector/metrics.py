@@ -57,6 +57,9 @@ class Metrics:
         )
         self.generations = Number("generations", "counter", "generations that went live")
         self.signals = Number("signals", "counter", "signals sent to the child after a change")
+        self.template_renders = Number(
+            "template_renders", "counter", "templates rendered: those whose inputs a change touched"
+        )
         self.restarts = Number(
             "restarts", "counter", "times the child was restarted after a change (--restart)"
         )
@@ -68,7 +71,7 @@ class Metrics:
         )
         self.rejected_keys = Number("rejected_keys", "gauge", "keys under the prefix that are refused")
         self.errors = Labelled(
-            "errors", "kind", "errors by kind: etcd, permission, write, check, on_change, guard"
+            "errors", "kind", "errors by kind: etcd, permission, write, check, on_change, guard, template"
         )
         self.readiness = Number(
             "ready", "gauge", "1 once the first projection is live and the command started"

@@ -48,8 +48,10 @@ class Placement:
     """The projected paths: digests, values held, refusals, and the changes of the next plan.
     ``key_of(path)`` names a path's key in log lines."""
 
-    def __init__(self, key_of: Callable[[str], bytes]) -> None:
+    def __init__(self, key_of: Callable[[str], bytes], reserved: set[str]) -> None:
         self.key_of = key_of
+        self.reserved = reserved  # the rendered templates' paths: no key takes them, or the way to them
+        self._reserved_above = {d for path in reserved for d in directories_above(path)}
         self.digests: dict[str, bytes] = {}  # every path a key holds -> its value's digest
         self.held: dict[str, bytes] = {}  # values not on disk
         self._below: dict[str, set[str]] = {}  # directory -> the paths below it
@@ -146,6 +148,12 @@ class Placement:
                 self._warned[path] = why
 
     def _why_refused(self, path: str) -> str | None:
+        if self.reserved and (
+            path in self.reserved
+            or path in self._reserved_above
+            or any(d in self.reserved for d in directories_above(path))
+        ):
+            return "would replace a rendered --template, or the way to one"
         for directory in directories_above(path):
             if directory in self.digests:
                 return f"is below {printable(self.key_of(directory))}, which is a file"

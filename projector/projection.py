@@ -25,6 +25,7 @@ from .keys import Selection
 from .keytable import KeyTable
 from .ledger import Ledger
 from .metrics import Metrics
+from .rendering import KeysApart, RenderError, Rendering
 from .settings import Options
 from .writer import Rejected, WriteError, Writer
 
@@ -37,6 +38,7 @@ class Outcome(enum.Enum):
     FAILED = "writing failed; the live generation stays"
     REJECTED = "--check refused the candidate; the live generation stays"
     HELD = "the guard held back a change that would empty the target or remove too much"
+    UNRENDERED = "a template failed to render; the live generation stays"
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,11 @@ class Projection:
         self.metrics = metrics
         self.writer = Writer(options.target, options.ownership, fsync=options.fsync)
         selection = Selection(options.include, options.exclude)
-        self.table = KeyTable(options.prefix, selection, Decoding(options.decode))
+        self.templates = Rendering(options.template, options.template_only, metrics)
+        reserved = set() if options.template_only else self.templates.dests
+        keys = KeyTable(options.prefix, selection, Decoding(options.decode), reserved, bool(options.template))
+        self.table = keys
+        self._view = self.writer if not options.template_only else KeysApart(keys)
         self.ledger = Ledger(metrics)
         self.guard = Guard(options.allow_empty, options.max_removed)
         self.required = options.require
@@ -66,16 +72,22 @@ class Projection:
     def apply(self, batches: Iterable[Batch]) -> Applied:
         """Bring the target to the state of the key table and ``batches``."""
         for batch in batches:
-            self.table.absorb(batch, self.writer)
-        plan = self.table.plan(self.writer)
+            if batch.edited:
+                self.templates.reload(batch.edited)
+            self.table.absorb(batch, self._view)
+        plan = self.table.plan(self._view)
         self.metrics.rejected_keys.set(self.table.refused)
         self.ledger.lagging()
-        held = self.guard.judge(len(self.writer.files), *self.writer.census(plan.changes))
+        try:
+            changes, contents = self.templates.merge(plan, self.table.values, self.table.revision)
+        except RenderError as exc:
+            return Applied(Outcome.UNRENDERED, str(exc))  # the plan stays: rendered again with the next
+        held = self.guard.judge(len(self.writer.files), *self.writer.census(changes))
         if held is not None:
             return Applied(Outcome.HELD, held)  # the plan stays: the next change is judged with it
         accept = self._check if self._checked else None
         try:
-            swapped = self.writer.apply(plan.changes, plan.contents.__getitem__, accept)
+            swapped = self.writer.apply(changes, contents, accept)
         except WriteError as exc:
             return Applied(Outcome.FAILED, str(exc))  # the plan stays: the retry writes it
         except Rejected:

@@ -30,6 +30,7 @@ from .values import (
     parse_max_removed,
     parse_mode,
     parse_signal,
+    parse_template,
     parse_wait,
     resolve_group,
     resolve_owner,
@@ -185,6 +186,8 @@ class Options(BaseModel):
         tuple[tuple[re.Pattern[str], int | None, int | None], ...], BeforeValidator(_each(parse_file_owner))
     ] = ()
     require: Annotated[tuple[str, ...], BeforeValidator(_each(_required))] = ()
+    template: Annotated[tuple[tuple[Path, str], ...], BeforeValidator(_each(parse_template))] = ()
+    template_only: bool = False
     wait: Annotated[tuple[float, float] | None, BeforeValidator(lambda v: v and parse_wait(v))] = None
     restart: bool = False
     allow_empty: bool = False
@@ -196,6 +199,25 @@ class Options(BaseModel):
         float, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str) else v)
     ] = 10.0
     command: list[str] = []
+
+    @model_validator(mode="after")
+    def _templates_parse(self) -> Self:
+        dests = [dest for _source, dest in self.template]
+        for index, dest in enumerate(dests):
+            for other in dests[:index]:
+                if f"{dest}/".startswith(f"{other}/") or f"{other}/".startswith(f"{dest}/"):
+                    raise ValueError(f"--template: the destinations {other!r} and {dest!r} collide")
+        if self.template_only and not self.template:
+            raise ValueError("--template-only: give the templates to render with --template SRC=DEST")
+        if not self.template:
+            return self
+        from ..templates import Templates  # Jinja2, loaded only for templates
+
+        try:
+            Templates(self.template)
+        except ValueError as exc:
+            raise ValueError(f"--template: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _one_way_to_tell(self) -> Self:

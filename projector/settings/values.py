@@ -13,6 +13,7 @@ import pwd
 import re
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -233,3 +234,15 @@ def parse_item(text: str) -> tuple[bytes, str]:
         return key.encode(), check_path(path.strip("/"))
     except RefusedKey as refusal:
         raise ValueError(f"the path {path!r} {refusal}") from None
+
+
+def parse_template(text: str) -> tuple[Path, str]:
+    """``SRC=DEST``: the template file SRC is rendered into DEST (below the target); split at the last
+    ``=``."""
+    source, equals, dest = text.rpartition("=")
+    if not equals or not source or not dest:
+        raise ValueError(f"{text!r} is not SRC=DEST, such as 'nginx.conf.j2=nginx.conf'")
+    try:
+        return Path(source), check_path(dest.strip("/"))
+    except RefusedKey as refusal:
+        raise ValueError(f"the destination {dest!r} {refusal}") from None
