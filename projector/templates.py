@@ -33,6 +33,7 @@ from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefine
 from jinja2 import Template as Compiled
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .paths import directories_above
 from .rendering import RenderError
 
 MAX_OUTPUT = 16 * 1024 * 1024
@@ -46,11 +47,6 @@ class Inputs:
     paths: set[str] = field(default_factory=set)
     directories: set[str] = field(default_factory=set)
     everything: bool = False
-
-    def touched_by(self, path: str) -> bool:
-        if self.everything or path in self.paths:
-            return True
-        return any(not d or path.startswith(d + "/") for d in self.directories)
 
 
 class _Keys(Mapping[str, Any]):
@@ -177,7 +173,9 @@ class Template:
 
 
 class Templates:
-    """Every ``--template``, parsed at start (a ``ValueError`` names the bad one)."""
+    """Every ``--template``, parsed at start (a ``ValueError`` names the bad one), and an index of what
+    each last read, so that a change finds the templates it touches in what it changed alone (1,000
+    templates are not asked one by one)."""
 
     def __init__(self, specs: Iterable[tuple[Path, str]]) -> None:
         environment = ImmutableSandboxedEnvironment(
@@ -186,7 +184,10 @@ class Templates:
         self.all = [Template(environment, source, dest) for source, dest in specs]
         self.dests = {template.dest for template in self.all}
         self.renders = 0  # renders so far, for the metrics and the tests
-        self._failed: set[str] = set()  # dests whose last render failed: rendered again at the next change
+        self._due = set(range(len(self.all)))  # never rendered, edited, or failed: rendered at any change
+        self._readers: dict[str, set[int]] = {}  # path -> the templates that read it
+        self._listers: dict[str, set[int]] = {}  # directory -> the templates that listed it
+        self._everything: set[int] = set()  # the templates that iterated ``keys``
 
     def __bool__(self) -> bool:
         return bool(self.all)
@@ -194,26 +195,61 @@ class Templates:
     def reload(self, sources: Iterable[Path]) -> None:
         """Templates edited on disk: parsed again, and rendered at the change this is part of."""
         edited = {source.resolve() for source in sources}
-        for template in self.all:
+        for index, template in enumerate(self.all):
             if template.source.resolve() in edited:
                 template.reload()
+                self._due.add(index)
 
     def render(
         self, values: Mapping[str, bytes], revision: int, changed: Iterable[str] | None
     ) -> dict[str, bytes]:
         """The output of each template whose inputs ``changed`` touches (None: every one), or
         :class:`RenderError` for the first that fails."""
-        paths = None if changed is None else list(changed)
+        chosen = set(range(len(self.all))) if changed is None else self._touched(changed)
         outputs: dict[str, bytes] = {}
-        for template in self.all:
-            due = paths is None or template.inputs is None or template.dest in self._failed
-            if not due and not any(template.inputs.touched_by(p) for p in paths):  # type: ignore[union-attr]
-                continue
+        for index in sorted(chosen):
+            template = self.all[index]
             self.renders += 1
+            before = template.inputs
             try:
                 outputs[template.dest] = template.render(values, revision)
             except RenderError:
-                self._failed.add(template.dest)
+                self._due.add(index)
                 raise
-            self._failed.discard(template.dest)
+            self._due.discard(index)
+            self._index(index, before, template.inputs)
         return outputs
+
+    def _touched(self, changed: Iterable[str]) -> set[int]:
+        chosen = set(self._due)
+        for path in changed:
+            chosen |= self._everything
+            chosen.update(self._readers.get(path, ()))
+            if self._listers:
+                for directory in ("", *directories_above(path)):
+                    chosen.update(self._listers.get(directory, ()))
+        return chosen
+
+    def _index(self, index: int, before: Inputs | None, after: Inputs | None) -> None:
+        for inputs, change in ((before, _drop), (after, _add)):
+            if inputs is None:
+                continue
+            for path in inputs.paths:
+                change(self._readers, path, index)
+            for directory in inputs.directories:
+                change(self._listers, directory, index)
+        self._everything.discard(index)
+        if after is not None and after.everything:
+            self._everything.add(index)
+
+
+def _add(table: dict[str, set[int]], key: str, index: int) -> None:
+    table.setdefault(key, set()).add(index)
+
+
+def _drop(table: dict[str, set[int]], key: str, index: int) -> None:
+    indices = table.get(key)
+    if indices is not None:
+        indices.discard(index)
+        if not indices:
+            del table[key]

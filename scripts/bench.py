@@ -137,33 +137,63 @@ def latency(
     proxy: bool = False,
     warm_up: int = 0,
     spread: bool = False,
+    templates: int = 0,
 ) -> dict[str, float]:
     """Commit-to-signal of 2-key (paired with etcdctl) or 1-key transactions; ``spread``: the keys over
-    two prefixes, and a 2-key transaction touches both."""
-    opened = session(program, keys, value_size, subdirs, proxy, spread=spread)
-    with opened as (etcd, endpoint, projector, reports, started):
-        watch = EtcdctlWatch(endpoint) if paired else None
-        ours_: list[float] = []
-        theirs: list[float] = []
-        try:
-            with etcd.client() as client:
-                for n in range(-warm_up, rounds):
-                    pairs = [(PREFIX + "seq", str(n))]
-                    if paired:
-                        pairs.append((f"{SECOND if spread else PREFIX}pair", str(n)))
-                    before = time.time()
-                    revision = commit(client, pairs)
-                    took = reports.take("hup", str(n))[0] - before
-                    if n < 0:
-                        continue
-                    ours_.append(took)
-                    if watch is not None:
-                        theirs.append(watch.wait(revision) - before)
-            rss = projector.rss_mib()
-            disk = du_mib(projector.target)
-        finally:
-            if watch is not None:
-                watch.stop()
+    two prefixes, and a 2-key transaction touches both; ``templates``: that many templates rendered
+    beside the keys, one of which reads the key every transaction changes."""
+    with bench_tools.workspace("dispenser-templates-") as sources:
+        flags = template_flags(sources, templates)
+        opened = session(program, keys, value_size, subdirs, proxy, flags=flags, spread=spread)
+        with opened as (etcd, endpoint, projector, reports, started):
+            return _measured(
+                etcd, endpoint, projector, reports, started, keys, rounds, paired, warm_up, spread
+            )
+
+
+def template_flags(directory: Path, count: int) -> tuple[str, ...]:
+    """``count`` templates, each reading one key (the first, the key every transaction changes)."""
+    for n in range(count):
+        key = "seq" if n == 0 else f"k{n}"
+        (directory / f"{n}.j2").write_text("{{ keys['" + key + "'] }}\n")
+    return tuple(f"--template={directory / f'{n}.j2'}=rendered/{n}.conf" for n in range(count))
+
+
+def _measured(
+    etcd: EtcdServer,
+    endpoint: str,
+    projector: Projector,
+    reports: Reports,
+    started: float,
+    keys: int,
+    rounds: int,
+    paired: bool,
+    warm_up: int,
+    spread: bool,
+) -> dict[str, float]:
+    """The transactions of one session, timed from commit to signal."""
+    watch = EtcdctlWatch(endpoint) if paired else None
+    ours_: list[float] = []
+    theirs: list[float] = []
+    try:
+        with etcd.client() as client:
+            for n in range(-warm_up, rounds):
+                pairs = [(PREFIX + "seq", str(n))]
+                if paired:
+                    pairs.append((f"{SECOND if spread else PREFIX}pair", str(n)))
+                before = time.time()
+                revision = commit(client, pairs)
+                took = reports.take("hup", str(n))[0] - before
+                if n < 0:
+                    continue
+                ours_.append(took)
+                if watch is not None:
+                    theirs.append(watch.wait(revision) - before)
+        rss = projector.rss_mib()
+        disk = du_mib(projector.target)
+    finally:
+        if watch is not None:
+            watch.stop()
     result = {
         "keys": keys,
         "start_s": started,
@@ -485,6 +515,21 @@ def main() -> None:
                     one.append(r["p50"])
                 ratio = f"{r['p50'] / one[-1]:.2f}" if spread else ""
                 emit(row(keys, 2 if spread else 1, what, ms(r["p50"], 2), ms(r["p99"], 2), ratio))
+
+    lines += ["", "## 11. Templates beside none, in alternating runs (ms)", ""]
+    lines += table("keys", "templates", "transaction", "p50", "p99", "with / without at p50")
+    for keys, count, paired in ((100, 10, True), (10_000 if args.quick else 50_000, 1000, False)):
+        what = "2 keys, one read by a template" if paired else "1 key, read by one template"
+        without: list[float] = []
+        for _run in range(3):
+            for templates in (0, count):
+                r = latency(
+                    ours(), keys, rounds // (1 if paired else 4), paired, warm_up=10, templates=templates
+                )
+                if not templates:
+                    without.append(r["p50"])
+                ratio = f"{r['p50'] / without[-1]:.2f}" if templates else ""
+                emit(row(keys, templates, what, ms(r["p50"], 2), ms(r["p99"], 2), ratio))
 
     args.output.mkdir(exist_ok=True)
     write_results(args.output / "benchmarks.md", lines)

@@ -171,7 +171,7 @@ def test_compose_serves_the_example_certificate_and_a_rotation_reaches_nginx_wit
     curl = subprocess.run(
         ["curl", "-sk", "https://localhost:8443/"], capture_output=True, text=True, timeout=30
     )
-    assert curl.stdout == "served with the certificate from etcd\n", curl
+    assert curl.stdout == "served with the certificate from etcd (cert.pem, key.pem)\n", curl  # rendered
     nginx = container("nginx")
     master = podman("exec", nginx, "cat", "/proc/1/task/1/children")  # nginx's master, the dispenser's child
     started = podman("inspect", "--format", "{{.State.StartedAt}}", nginx)
@@ -182,6 +182,18 @@ def test_compose_serves_the_example_certificate_and_a_rotation_reaches_nginx_wit
     wait_for(lambda: served_certificate() == rotated, 60, "the rotated certificate served")
     assert podman("exec", nginx, "cat", "/proc/1/task/1/children") == master
     assert podman("inspect", "--format", "{{.State.StartedAt}}", nginx) == started
+
+    # the template edited on the host, as in local development: rendered anew, nginx reloaded in place
+    site = ROOT / "examples" / "templates" / "site.conf.j2"
+    original = site.read_text()
+    try:
+        edited = site.with_name("site.conf.j2.edited")
+        edited.write_text(original.replace("served with", "now served with"))
+        edited.rename(site)  # as editors save
+        wait_for(lambda: b"now served with" in https_get(8443)[0], 60, "the edited template served")
+    finally:
+        site.write_text(original)
+    assert podman("exec", nginx, "cat", "/proc/1/task/1/children") == master
 
     # the sidecar's volume, read by another container
     reader = ["exec", container("reader"), "cat", "/shared/certs/cert.pem"]
