@@ -59,10 +59,14 @@ class Rendering:
         """The writer's changes and the bytes of each path it writes."""
         if self._templates is None:
             return plan.changes, plan.contents.__getitem__
+        from .templates import RenderFailed
+
         assert values is not None
         before = self._templates.renders
         try:
             outputs = self._templates.render(values, revision, plan.changes.keys())
+        except RenderFailed as exc:
+            raise RenderError(str(exc)) from None
         finally:
             self.metrics.template_renders.value += self._templates.renders - before
         changes: dict[str, bytes | None] = {} if self.only else dict(plan.changes)

@@ -14,7 +14,7 @@ the directories listed, or everything when it iterates ``keys``), and a change r
 templates whose inputs it touches.
 
 A template that does not parse is a usage error at start. A render that fails later (a missing key,
-bad JSON, an output over ``MAX_OUTPUT``) raises :class:`RenderError`, whose one line names the template,
+bad JSON, an output over ``MAX_OUTPUT``) raises :class:`RenderFailed`, whose one line names the template,
 its line and the revision, never a value; the projection keeps the live generation and tries again at
 the next change.
 """
@@ -34,9 +34,14 @@ from jinja2 import Template as Compiled
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .paths import directories_above
-from .rendering import RenderError
 
 MAX_OUTPUT = 16 * 1024 * 1024
+
+
+class RenderFailed(Exception):
+    """A render that failed; the message is one line, with no value in it."""
+
+
 SOURCE = "<template>"  # the file name Jinja2 gives a template made from a string: its frames' name
 
 
@@ -118,7 +123,7 @@ class Template:
 
     def render(self, values: Mapping[str, bytes], revision: int) -> bytes:
         if self.broken is not None:
-            raise RenderError(f"template {self.broken} (edited), at revision {revision}")
+            raise RenderFailed(f"template {self.broken} (edited), at revision {revision}")
         inputs = Inputs()
         keys = _Keys(values, inputs)
 
@@ -150,10 +155,10 @@ class Template:
         try:
             output: bytes = self.compiled.render(helpers).encode()
         except Exception as exc:
-            raise RenderError(self._failure(exc, revision)) from None
+            raise RenderFailed(self._failure(exc, revision)) from None
         if len(output) > MAX_OUTPUT:
             size = f"{len(output)} bytes at revision {revision}, more than {MAX_OUTPUT}"
-            raise RenderError(f"template {self.source} renders {size}")
+            raise RenderFailed(f"template {self.source} renders {size}")
         self.inputs = inputs
         return output
 
@@ -204,7 +209,7 @@ class Templates:
         self, values: Mapping[str, bytes], revision: int, changed: Iterable[str] | None
     ) -> dict[str, bytes]:
         """The output of each template whose inputs ``changed`` touches (None: every one), or
-        :class:`RenderError` for the first that fails."""
+        :class:`RenderFailed` for the first that fails."""
         chosen = set(range(len(self.all))) if changed is None else self._touched(changed)
         outputs: dict[str, bytes] = {}
         for index in sorted(chosen):
@@ -213,7 +218,7 @@ class Templates:
             before = template.inputs
             try:
                 outputs[template.dest] = template.render(values, revision)
-            except RenderError:
+            except RenderFailed:
                 self._due.add(index)
                 raise
             self._due.discard(index)

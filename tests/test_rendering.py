@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from projector import templates
-from projector.rendering import RenderError
+from projector.templates import RenderFailed as RenderError
 from projector.templates import Templates
 
 VALUES = {
