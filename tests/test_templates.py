@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import threading
 from pathlib import Path
@@ -80,15 +81,17 @@ def test_only_the_templates_whose_inputs_changed_are_rendered_again(run: Run, tm
 def test_a_key_on_a_templates_path_is_refused(run: Run, tmp_path: Path) -> None:
     source = template(tmp_path, "t.j2", "rendered {{ keys['a'] }}\n")
     run.etcd.put(("/cfg/a", "1"), ("/cfg/out.conf", "a key"))
-    run.start("--signal=SIGHUP", f"--template={source}=out.conf")
+    check = '--check=grep -q "rendered 1" "$DISPENSER_CANDIDATE/out.conf"'  # --check sees it
+    run.start("--signal=SIGHUP", f"--template={source}=out.conf", "--file-mode=out.conf=0644", check)
     assert run.wait_started()["files"] == {"a": "1", "out.conf": "rendered 1\n"}
     run.wait_log("refusing key '/cfg/out.conf': it would replace a rendered --template")
+    assert stat.S_IMODE(os.stat(run.target / "out.conf").st_mode) == 0o644  # its mode as any file's
 
 
 def test_a_reader_never_sees_a_rendered_file_of_another_revision(run: Run, tmp_path: Path) -> None:
     source = template(tmp_path, "copy.j2", "{{ keys['cert.pem'] }}")
     run.etcd.put(("/cfg/cert.pem", "0"))
-    run.start("--signal=SIGHUP", f"--template={source}=copy.pem")
+    run.start(f"--template={source}=copy.pem")  # (no signal: the recording child would take 1,000)
     run.wait_started()
     seen: set[tuple[str, str]] = set()
     stop = threading.Event()
@@ -105,9 +108,9 @@ def test_a_reader_never_sees_a_rendered_file_of_another_revision(run: Run, tmp_p
     thread.start()
     try:
         with run.etcd.client() as client:
-            for n in range(1, 301):
+            for n in range(1, 1001):
                 client.put("/cfg/cert.pem", str(n))
-        wait_for(lambda: run.files().get("copy.pem") == b"300", what="the last revision rendered")
+        wait_for(lambda: run.files().get("copy.pem") == b"1000", what="the last revision rendered")
     finally:
         stop.set()
         thread.join()
