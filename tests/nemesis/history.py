@@ -1,0 +1,275 @@
+"""The nemesis's history: a writer of random transactions whose every outcome is known exactly, readers
+of the targets, and the checker of every read against etcd's states.
+
+Each transaction is conditional on a marker key outside the prefix holding the previous transaction's
+number, and sets it to its own: a transaction whose client timed out is resolved afterwards by reading
+the marker (it committed if and only if the marker holds its number, at the marker's revision), and no
+later transaction can commit between. So the history is a line of states, one per revision that
+committed, with no unknown in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyetcd import etcdrpc
+
+PREFIX = "/cfg/"
+MARKER = "/nemesis/last"
+# Leaves only: no path is a directory of another, so every key is projected and the files are etcd's
+# state exactly.
+PATHS = ["k0", "k1", "k2", "k3", "d/k4", "d/k5", "d/e/k6", "d/e/k7", "x/y/z/k8", "big"]
+OUTSIDE = "/elsewhere/untouched"
+
+
+def fingerprint(files: dict[str, bytes]) -> bytes:
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
+    return digest.digest()
+
+
+@dataclass
+class History:
+    """The states etcd went through, in order: (revision, commit time, fingerprint)."""
+
+    states: list[tuple[int, float, bytes]] = field(default_factory=list)
+    current: dict[str, bytes] = field(default_factory=dict)
+    transactions: int = 0
+    unknown: int = 0  # resolved through the marker
+
+    def committed(self, revision: int, at: float, changes: dict[str, bytes | None]) -> None:
+        for path, value in changes.items():
+            if value is None:
+                self.current.pop(path, None)
+            else:
+                self.current[path] = value
+        self.states.append((revision, at, fingerprint(self.current)))
+        self.transactions += 1
+
+    def index(self) -> dict[bytes, list[int]]:
+        """Fingerprint -> the positions in ``states`` where etcd held it."""
+        found: dict[bytes, list[int]] = {}
+        for position, (_revision, _at, state) in enumerate(self.states):
+            found.setdefault(state, []).append(position)
+        return found
+
+
+class Writer:
+    """Random transactions on the prefix, one at a time, each outcome known (see the module's text)."""
+
+    def __init__(self, etcd: Any, seed: int) -> None:
+        self.etcd = etcd
+        self.random = random.Random(seed)
+        self.history = History()
+        self.number = 0
+        self.stopping = threading.Event()
+
+    def start_state(self) -> None:
+        with self.etcd.client() as client:
+            ops = [client.transactions.put(MARKER, "0")] + [
+                client.transactions.delete(PREFIX + p) for p in PATHS
+            ]
+            response = client.transaction(compare=[], success=ops, failure=[])
+            revision = int(client.get_response(MARKER).header.revision)
+        del response
+        self.history.committed(revision, time.time(), {})
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.step()
+            self.stopping.wait(self.random.uniform(0.0, 0.05))
+
+    def _changes(self) -> dict[str, bytes | None]:
+        if self.random.random() < 0.1:
+            return {}  # touches nothing projected: only the marker (and a key outside the prefix)
+        changes: dict[str, bytes | None] = {}
+        for path in self.random.sample(PATHS, self.random.randint(1, 4)):
+            if self.random.random() < 0.25:
+                changes[path] = None
+            else:
+                size = self.random.choice([0, 1, 10, 100, 1000, 100_000 if path == "big" else 2000])
+                changes[path] = (
+                    self.random.randbytes(size // 2 + 1).hex()[:size].encode()
+                )  # (text: the children record text)
+        return changes
+
+    def step(self) -> None:
+        changes = self._changes()
+        number = self.number + 1
+        ops = [
+            etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=MARKER.encode(), value=str(number).encode()))
+        ]
+        if not changes:
+            ops.append(
+                etcdrpc.RequestOp(
+                    request_put=etcdrpc.PutRequest(key=OUTSIDE.encode(), value=str(number).encode())
+                )
+            )
+        for path, value in changes.items():
+            key = (PREFIX + path).encode()
+            if value is None:
+                ops.append(etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key)))
+            else:
+                ops.append(etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value)))
+        compare = etcdrpc.Compare(
+            key=MARKER.encode(),
+            result=etcdrpc.Compare.EQUAL,
+            target=etcdrpc.Compare.VALUE,
+            value=str(self.number).encode(),
+        )
+        request = etcdrpc.TxnRequest(compare=[compare], success=ops)
+        revision = None
+        try:
+            with self.etcd.client() as client:
+                response = client.kvstub.Txn(request, 2.0, metadata=client.metadata)
+                if not response.succeeded:
+                    raise AssertionError(f"transaction {number}: the marker moved under the writer")
+                revision = int(response.header.revision)
+        except AssertionError:
+            raise
+        except Exception:
+            revision = self._resolve(number)
+        if revision is not None:
+            self.number = number
+            self.history.committed(revision, time.time(), changes)
+
+    def _resolve(self, number: int) -> int | None:
+        """An outcome the client did not see: the marker says (retried until a member answers)."""
+        self.history.unknown += 1
+        while True:
+            try:
+                with self.etcd.client() as client:
+                    value, meta = client.get(MARKER)
+                    if value == str(number).encode():
+                        return int(meta.mod_revision)
+                    return None
+            except Exception:
+                time.sleep(0.2)
+
+
+@dataclass
+class Read:
+    at: float  # when ``..data`` was resolved
+    fingerprint: bytes
+    who: str  # which dispenser's target, and which reader
+
+
+def read_target(target: Path) -> tuple[float, dict[str, bytes]] | None:
+    """``..data`` resolved once, the whole generation it names read; None if there is none yet, or a
+    file of it went away while it was read (a reader slower than the grace period)."""
+    at = time.time()
+    try:
+        root = target / os.readlink(target / "..data")
+        files = {}
+        for directory, _dirs, names in os.walk(root):
+            for name in names:
+                path = Path(directory) / name
+                files[str(path.relative_to(root))] = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return at, files
+
+
+class Readers:
+    """Threads reading each target many times a second."""
+
+    def __init__(self, targets: dict[str, Path], per_target: int = 2) -> None:
+        self.targets = targets
+        self.reads: list[Read] = []
+        self.vanished = 0
+        self.stopping = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._read, args=(name, path, f"{name}/reader{n}"), daemon=True)
+            for name, path in targets.items()
+            for n in range(per_target)
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+
+    def _read(self, name: str, target: Path, who: str) -> None:
+        while not self.stopping.is_set():
+            if (target / "..data").is_symlink():
+                got = read_target(target)
+                if got is None:
+                    self.vanished += 1
+                else:
+                    self.reads.append(Read(got[0], fingerprint(got[1]), who))
+            self.stopping.wait(0.02)
+
+
+@dataclass
+class Anomaly:
+    who: str
+    what: str
+
+
+def check_records(history: History, who: str, records: list[dict[str, Any]]) -> list[Anomaly]:
+    """A child's reads on its signals: each one of etcd's states, never going back within one child."""
+    index = history.index()
+    anomalies = []
+    floor: dict[int, int] = {}
+    for record in records:
+        positions = index.get(fingerprint({p: t.encode() for p, t in record["files"].items()}))
+        low = floor.get(record["pid"], 0)
+        later = [p for p in positions or () if p >= low]
+        if not later:
+            what = "is none of etcd's states" if not positions else "went back"
+            anomalies.append(Anomaly(f"{who}/child {record['pid']}", f"a read on {record['event']} {what}"))
+            continue
+        floor[record["pid"]] = later[0]
+    return anomalies
+
+
+def check(history: History, reads: list[Read]) -> tuple[list[Anomaly], dict[str, list[tuple[float, int]]]]:
+    """Every read is one of etcd's states, and for each dispenser (every reader of its target, in the
+    order they resolved ``..data``) the states never go back. Also: for each dispenser, (read time,
+    the position of the newest state the read can be)."""
+    index = history.index()
+    anomalies: list[Anomaly] = []
+    seen: dict[str, list[tuple[float, int]]] = {}
+    floor: dict[str, int] = {}
+    for read in sorted(reads, key=lambda r: r.at):
+        dispenser = read.who.split("/")[0]
+        positions = index.get(read.fingerprint)
+        if not positions:
+            anomalies.append(Anomaly(read.who, f"a read at {read.at:.3f} is none of etcd's states"))
+            continue
+        low = floor.get(dispenser, 0)
+        later = [p for p in positions if p >= low]
+        if not later:
+            anomalies.append(
+                Anomaly(read.who, f"a read at {read.at:.3f} went back to state {positions[-1]} after {low}")
+            )
+            continue
+        floor[dispenser] = later[0]
+        seen.setdefault(dispenser, []).append((read.at, later[-1]))
+    return anomalies, seen
+
+
+def staleness(history: History, seen: list[tuple[float, int]]) -> list[tuple[float, float]]:
+    """For each state etcd committed: (commit time, seconds until the first read holding it or a later
+    one); states never read before the next replaced them count until that first later read."""
+    result = []
+    reads = sorted(seen)
+    cursor = 0
+    for position, (_revision, at, _state) in enumerate(history.states):
+        while cursor < len(reads) and (reads[cursor][0] < at or reads[cursor][1] < position):
+            cursor += 1
+        if cursor < len(reads):
+            result.append((at, reads[cursor][0] - at))
+    return result
