@@ -38,12 +38,15 @@ def _parser() -> argparse.ArgumentParser:
         "command, and signal it whenever the files change. etcd is configured by ETCD_* variables.",
     )
     add = parser.add_argument
-    add(
+
+    def in_order(*flags: str, kind: str, metavar: str, help: str) -> None:
+        """--prefix and --item share one list, in the order given: an item belongs to the prefix before it."""
+        add(*flags, dest="sources", action="append", type=lambda t: (kind, t), metavar=metavar, help=help)
+
+    in_order(
         "-p",
         "--prefix",
-        dest="sources",
-        action="append",
-        type=lambda text: ("prefix", text),
+        kind="prefix",
         metavar="PREFIX[=DIR]",
         help="etcd prefix to project (repeatable), its keys under DIR if given; /certs is /certs/",
     )
@@ -72,11 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         default="10s",
         help="how often to confirm with etcd that the files are current (default 10s)",
     )
-    add(
+    in_order(
         "--item",
-        dest="sources",
-        action="append",
-        type=lambda text: ("item", text),
+        kind="item",
         metavar="KEY=PATH",
         help="project only KEY (of the --prefix before it), at PATH",
     )
