@@ -11,6 +11,7 @@ committed, with no unknown in it.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import random
 import threading
@@ -157,17 +158,19 @@ class Writer:
 
 @dataclass
 class Read:
-    at: float  # when ``..data`` was resolved
+    at: float  # just before ``..data`` was resolved
+    until: float  # just after: the read took its generation somewhere in between
     fingerprint: bytes
     who: str  # which dispenser's target, and which reader
 
 
-def read_target(target: Path) -> tuple[float, dict[str, bytes]] | None:
-    """``..data`` resolved once, the whole generation it names read; None if there is none yet, or a
-    file of it went away while it was read (a reader slower than the grace period)."""
+def read_target(target: Path) -> tuple[float, float, dict[str, bytes]] | None:
+    """``..data`` resolved once (the times just before and after), the whole generation it names read;
+    None if there is none yet, or a file of it went away while it was read (slower than the grace)."""
     at = time.time()
     try:
         root = target / os.readlink(target / "..data")
+        until = time.time()
         files = {}
         for directory, _dirs, names in os.walk(root):
             for name in names:
@@ -175,7 +178,7 @@ def read_target(target: Path) -> tuple[float, dict[str, bytes]] | None:
                 files[str(path.relative_to(root))] = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return at, files
+    return at, until, files
 
 
 class Readers:
@@ -208,7 +211,7 @@ class Readers:
                 if got is None:
                     self.vanished += 1
                 else:
-                    self.reads.append(Read(got[0], fingerprint(got[1]), who))
+                    self.reads.append(Read(got[0], got[1], fingerprint(got[2]), who))
             self.stopping.wait(0.02)
 
 
@@ -236,15 +239,20 @@ def check_records(history: History, who: str, records: list[dict[str, Any]]) -> 
 
 
 def check(history: History, reads: list[Read]) -> tuple[list[Anomaly], dict[str, list[tuple[float, int]]]]:
-    """Every read is one of etcd's states, and for each dispenser (every reader of its target, in the
-    order they resolved ``..data``) the states never go back. Also: for each dispenser, (read time,
-    the position of the newest state the read can be)."""
+    """Every read is one of etcd's states, and for each dispenser (every reader of its target) no read
+    holds an older state than a read that resolved ``..data`` wholly before it did (two reads whose
+    resolutions overlap may come in either order). Also: for each dispenser, (read time, the position
+    of the newest state the read can be)."""
     index = history.index()
     anomalies: list[Anomaly] = []
     seen: dict[str, list[tuple[float, int]]] = {}
-    floor: dict[str, int] = {}
+    floor: dict[str, int] = {}  # the state every later read must reach, per dispenser
+    earlier: dict[str, list[tuple[float, int]]] = {}  # reads not yet wholly before: (until, lowest state)
     for read in sorted(reads, key=lambda r: r.at):
         dispenser = read.who.split("/")[0]
+        pending = earlier.setdefault(dispenser, [])
+        while pending and pending[0][0] < read.at:  # wholly before this one: it binds
+            floor[dispenser] = max(floor.get(dispenser, 0), heapq.heappop(pending)[1])
         positions = index.get(read.fingerprint)
         if not positions:
             anomalies.append(Anomaly(read.who, f"a read at {read.at:.3f} is none of etcd's states"))
@@ -256,7 +264,7 @@ def check(history: History, reads: list[Read]) -> tuple[list[Anomaly], dict[str,
                 Anomaly(read.who, f"a read at {read.at:.3f} went back to state {positions[-1]} after {low}")
             )
             continue
-        floor[dispenser] = later[0]
+        heapq.heappush(pending, (read.until, later[0]))
         seen.setdefault(dispenser, []).append((read.at, later[-1]))
     return anomalies, seen
 

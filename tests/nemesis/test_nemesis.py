@@ -85,7 +85,7 @@ def test_random_faults_under_random_transactions(tmp_path: Path, cluster: EtcdCl
                 try:
                     wait_for(
                         lambda run=run: (
-                            (got := read_target(run.target)) is not None and fingerprint(got[1]) == final
+                            (got := read_target(run.target)) is not None and fingerprint(got[2]) == final
                         ),
                         15,
                         "the final state",
