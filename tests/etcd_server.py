@@ -12,6 +12,7 @@ the etcd-facing tests with the second.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -51,9 +52,19 @@ def etcd_version() -> tuple[int, int]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, below the kernel's ephemeral range: a port the kernel hands
+    out (bind to 0) can be taken by any outgoing connection before the server that is to use it binds
+    it ("address already in use"); one below the range is taken only by another server."""
+    choose = random.SystemRandom()
+    for _attempt in range(200):
+        port = choose.randrange(20000, 32768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port between 20000 and 32767")
 
 
 class Member:
