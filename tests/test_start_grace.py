@@ -63,12 +63,12 @@ def test_a_command_that_never_handles_the_signal_gets_it_after_the_grace(run: Ru
     ready = run.tmp_path / "ready"
     run.etcd.put(("/cfg/a", "0"))
     never = ["sh", "-c", f"touch {ready}; exec sleep 60"]  # sleep(1) never handles SIGHUP
-    run.start("--signal=SIGHUP", "--start-grace=1500ms", command=never)
+    run.start("--signal=SIGHUP", "--start-grace=4s", command=never)
     run.wait_log("started sh")
     run.etcd.put(("/cfg/a", "1"))
     wait_for(ready.exists, 10, "the command")
     assert run.wait_exit(15) == 128 + signal.SIGHUP  # today's behaviour, once the grace is over
-    warning = "does not handle SIGHUP 1.5 s after it started"
+    warning = "does not handle SIGHUP 4 s after it started"
     assert run.log.count(warning) == 1
     # Measured by the dispenser's own clock (its log), not by when this test saw the log:
     assert logged_at(run.log, warning) - logged_at(run.log, "started sh") >= 1.4, run.log
