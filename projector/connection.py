@@ -179,6 +179,19 @@ def is_expired_token(exc: BaseException) -> bool:
     return "invalid auth token" in details
 
 
+def each_readable(connection: Connection, prefixes: tuple[bytes, ...]) -> bool:
+    """Whether the role may read every prefix (a count of each: no value is read)."""
+    try:
+        for prefix in prefixes:
+            request = etcdrpc.RangeRequest(key=prefix, range_end=prefix_end(prefix), count_only=True)
+            connection.kv.Range(request, CALL_TIMEOUT, metadata=connection.metadata)
+    except grpc.RpcError as exc:
+        if is_permission(exc):
+            return False
+        raise
+    return True
+
+
 def read_prefixes(connection: Connection, prefixes: tuple[bytes, ...]) -> tuple[int, dict[bytes, bytes]]:
     """Every key under the prefixes at one revision: the first page's, to which every other is pinned
     (a compaction past it meanwhile fails the read with OUT_OF_RANGE)."""

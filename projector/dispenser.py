@@ -28,10 +28,10 @@ Every thread of a run, what it owns, and what crosses between them:
   ends the watch (``Source.interrupt``) for a failed check.
 - **the watch timer** (a ``threading.Timer`` per watch, source.py): cancels a watch that etcd has not
   created within its deadline.
-- **etcd-gathering** (gathering.py, with several prefixes, one per watch): delivers a revision's
-  batch whose progress answer never came (through a proxy: once it stayed quiet), under the
-  gathering's lock, which the source thread takes for every response; it then applies the batch
-  as the source thread would.
+- **etcd-gathering** (gathering.py, one per watch where the role may not read the range covering
+  several prefixes): delivers a revision's batch whose progress answer never came (through a
+  proxy: once it stayed quiet), under the gathering's lock, which the source thread takes for
+  every response; it then applies the batch as the source thread would.
 - **templates** (rendering.py, with ``--template``): watches the template files; an edit is delivered
   like a batch (``receive``), so it is applied under the lock as any change.
 - **links** (writer/links.py): makes the top-level links of a change that brings many names while

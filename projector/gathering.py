@@ -1,19 +1,21 @@
-"""Several prefixes on one watch stream: the responses of one revision gathered into one batch.
+"""Several prefixes on several watchers: the responses of one revision gathered into one batch.
 
-etcd answers each prefix's watcher on its own, so a transaction that touches two prefixes comes as two
-responses with the same revision. A member puts them on the stream one after the other, before any of
-a later revision (every watcher of a stream is notified of a revision at once), so the batch of a
-revision is complete when a response of a later revision arrives, or when etcd answers the progress
-request sent once the first response of the revision came: etcd sends that answer after the responses
-due before it (etcd 3.4.24 and 3.5.8 on make sure of it; before, it is sent as soon as the member
-reads the request, a round trip after the first response, which the second follows at once). etcd's
-gRPC proxy does not answer progress requests (``not supported request type by gRPC proxy``), and it
-forwards the prefixes' responses independently: there, once one answer has been waited for in vain,
-a revision is complete after ``QUIET`` seconds without another response for it.
+Used only where the role may not read the range that covers every prefix (source.py watches that
+range with one watcher otherwise). etcd answers each prefix's watcher on its own, so a transaction
+that touches two prefixes comes as two responses with the same revision. While the watchers keep up,
+a member puts them on the stream one after the other, before any of a later revision, so the batch of
+a revision is complete when a response of a later revision arrives, or when etcd answers the progress
+request sent once the first response of the revision came. That is a best effort, not a guarantee:
+a watcher whose stream is full is moved to etcd's catch-up group on its own, and before etcd 3.4.24
+and 3.5.8 a progress request is answered without waiting for such a watcher, so under a backlog a
+revision can be delivered in parts (README, "Several prefixes", says so). etcd's gRPC proxy does not
+answer progress requests (``not supported request type by gRPC proxy``) and forwards the prefixes'
+responses independently: there, once one answer has been waited for in vain, a revision is complete
+after ``QUIET`` seconds without another response for it.
 
-A catch-up response (a watcher behind the head, after a reconnection) carries the head's revision in
-its header for every watcher caught up in the same pass: responses are gathered by that header
-revision, and the batch's revision is the newest modification it holds, as for one prefix.
+A catch-up response (a watcher behind the head) carries the head's revision in its header for every
+watcher caught up in the same pass: responses are gathered by that header revision, and the batch's
+revision is the newest modification it holds, as for one prefix.
 """
 
 from __future__ import annotations

@@ -5,10 +5,15 @@ code that talks to etcd. :class:`Source` runs in its own thread and hands each :
 receiver (the dispenser):
 
 - a *snapshot* batch holds every key under the prefixes at one revision R, read in pages pinned to R;
-- a *change* batch holds the events of one watch response. etcd never splits a revision across
-  responses, so a batch is one transaction, or a catch-up run of whole transactions. With several
-  prefixes, each has its watcher on one stream, and the responses of one revision are gathered into
-  one batch (gathering.py); every new watch then starts with a snapshot instead of a catch-up.
+- a *change* batch holds the events under the prefixes of one watch response. etcd never splits a
+  revision across one watcher's responses, so a batch is one transaction, or a catch-up run of whole
+  transactions. Several prefixes are watched by one watcher over the range that covers them all (from
+  the first prefix to the end of the last), its events outside every prefix dropped: a transaction
+  across prefixes is then one response like any other, however far behind the watcher falls.
+  Separate watchers would each fall behind on their own (etcd moves a watcher whose stream is full to
+  a catch-up group, one by one), and no answer of etcd before 3.4.24 and 3.5.8 says when all of them
+  have sent a revision. Only where the role may not read that covering range does each prefix get a
+  watcher of its own, their responses gathered (gathering.py), with a warning.
 
 Trouble never ends the stream. A failure is logged once per outage, retried with capped jittered
 backoff against the next endpoint, and the watch resumes from the last delivered revision + 1. A
@@ -30,7 +35,7 @@ import grpc
 from pyetcd import etcdrpc
 
 from .batches import Batch, Confirmation, Position
-from .connection import CALL_TIMEOUT, Connection, prefix_end, read_prefixes
+from .connection import CALL_TIMEOUT, Connection, each_readable, prefix_end, read_prefixes
 from .freshness import Freshness
 from .gathering import Gathering
 from .metrics import Metrics
@@ -53,6 +58,10 @@ class Receiver(Protocol):
     def settled(self) -> Position | None: ...
 
     def confirmed(self, confirmation: Confirmation) -> None: ...
+
+
+class Uncovered(PermissionError):
+    """The role may read each prefix but not the range that covers them: watch them one by one."""
 
 
 class Compacted(Exception):
@@ -88,6 +97,7 @@ class Source:
         self._attempt = 0
         self._endpoint = ""  # the one in use, for logs
         self._outage = Outage(self._named, metrics)
+        self._warned_uncovered = False
 
     def run(self, receiver: Receiver) -> None:
         self.receiver = receiver
@@ -96,9 +106,13 @@ class Source:
             connection = None
             try:
                 connection = self._connect()
-                if self.revision is None or len(self.prefixes) > 1:  # (several: see gathering.py)
+                if self.revision is None:
                     self._snapshot(connection)
-                self._watch(connection)
+                try:
+                    self._watch(connection, [self._covering()])
+                except Uncovered:
+                    self._snapshot(connection)  # (separate watchers start at one revision: gathering.py)
+                    self._watch(connection, [(prefix, prefix_end(prefix)) for prefix in self.prefixes])
             except Compacted as exc:
                 log.info("etcd compacted the history we need (%s); reading the prefix anew", exc)
                 self.revision = None
@@ -175,17 +189,22 @@ class Source:
         # A linearizable read: the files are current as of its start, once they hold it.
         self.receiver.confirmed(Confirmation(revision, read_at, current=False))
 
-    def _watch(self, connection: Connection) -> None:
-        """Deliver a batch per watch response, from the last delivered revision + 1, until stopped."""
+    def _covering(self) -> tuple[bytes, bytes]:
+        """The range from the first prefix to the end of the last: one watcher for every prefix."""
+        return min(self.prefixes), max(prefix_end(prefix) for prefix in self.prefixes)
+
+    def _watch(self, connection: Connection, ranges: list[tuple[bytes, bytes]]) -> None:
+        """Deliver a batch per watch response, from the last delivered revision + 1, until stopped: one
+        watcher per range on one stream."""
         assert self.revision is not None
         start = max(self.revision, self.fresh_revision) + 1
         requests = [
             etcdrpc.WatchRequest(
                 create_request=etcdrpc.WatchCreateRequest(
-                    key=prefix, range_end=prefix_end(prefix), start_revision=start, progress_notify=True
+                    key=key, range_end=end, start_revision=start, progress_notify=True
                 )
             )
-            for prefix in self.prefixes
+            for key, end in ranges
         ]
         self._interruption = None
         gathering = None
@@ -210,7 +229,8 @@ class Source:
                 if response.compact_revision:
                     raise Compacted(f"compacted up to revision {response.compact_revision}")
                 if response.canceled:
-                    raise _cancelled(response.cancel_reason)
+                    covering = len(ranges) < len(self.prefixes)
+                    raise self._refused(connection, response.cancel_reason, covering)
                 if response.created:  # (its revision is etcd's head, not what came through)
                     created += 1
                     if created == len(requests):
@@ -232,17 +252,38 @@ class Source:
         if not self.stopping.is_set():
             raise ConnectionError("etcd closed the watch stream")
 
+    def _refused(self, connection: Connection, text: str, covering: bool) -> Exception:
+        """Why etcd cancelled the watch; a covering range refused where each prefix may be read is
+        :class:`Uncovered`."""
+        cancelled = _cancelled(text)
+        refused = covering and isinstance(cancelled, PermissionError)
+        if not (refused and each_readable(connection, self.prefixes)):
+            return cancelled
+        if not self._warned_uncovered:
+            self._warned_uncovered = True
+            start, end = self._covering()
+            log.warning(
+                "the role may read each prefix but not the range that covers them (%r to %r): each prefix"
+                " is watched on its own, and a transaction across prefixes can go live in parts while"
+                ' etcd\'s stream is behind (README, "Several prefixes")',
+                start.decode(errors="replace"),
+                end.decode(errors="replace"),
+            )
+        return Uncovered(text)
+
     def _deliver_events(self, response: Any) -> None:
-        if not response.events:
-            # A progress notification: nothing under the prefix changed up to this revision.
-            self.fresh_revision = max(self.fresh_revision, response.header.revision)
-            return
         changes: dict[bytes, bytes | None] = {}
         revision = 0
         for event in response.events:
             kv = event.kv
-            changes[kv.key] = None if event.type == event.DELETE else kv.value
             revision = max(revision, kv.mod_revision)
+            if kv.key.startswith(self.prefixes):  # (the covering range holds keys of no prefix)
+                changes[kv.key] = None if event.type == event.DELETE else kv.value
+        if not changes:
+            # A progress notification, or changes outside every prefix: nothing under them changed
+            # up to this revision.
+            self.fresh_revision = max(self.fresh_revision, revision or response.header.revision)
+            return
         self.revision = revision
         self._deliver(Batch(revision, changes))
 

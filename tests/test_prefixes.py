@@ -4,13 +4,19 @@ prefixes' keys through compaction and a member restart."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import signal
 import threading
 import time
 from pathlib import Path
 
+from etcd_auth import ALICE_PASSWORD
+from etcd_server import EtcdServer
 from harness import Run, wait_for
+from pyetcd import etcdrpc
+from pyetcd.etcdrpc import auth_pb2
 
 NGINX = "--prefix=/nginx=nginx"  # beside the harness's --prefix=/cfg: /nginx's keys under nginx/
 
@@ -110,3 +116,78 @@ def test_several_prefixes_through_compaction_and_a_restart(run: Run) -> None:
     wait_for(lambda: run.files().get("cert.pem") == b"8", what="the files")
     time.sleep(0.3)
     assert len(run.signals()) == 2
+
+
+def live_revisions(log: str) -> list[int]:
+    """The revision of each generation the log says went live, in order."""
+    return [int(m) for m in re.findall(r"INFO revision (\d+): generation \S+ is live", log)]
+
+
+def test_a_backlog_across_prefixes_is_applied_one_whole_transaction_at_a_time(run: Run) -> None:
+    """The dispenser stopped while 600 transactions across both prefixes commit: etcd's buffer for its
+    stream fills and its watchers fall behind, each on its own. However they catch up, no revision is
+    applied in parts (the same revision live twice) and no reader sees one prefix ahead of the other."""
+    run.etcd.put(("/cfg/cert.pem", "0"), ("/nginx/nginx.conf", "0"))
+    run.start("--signal=SIGHUP", NGINX)
+    run.wait_started()
+    seen: set[tuple[str, str]] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            if (pair := read_generation(run.target)) is not None:
+                seen.add(pair)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert run.process is not None
+    try:
+        os.kill(run.process.pid, signal.SIGSTOP)
+        with run.etcd.client() as client:
+            for n in range(1, 601):
+                big = str(n) + "." * 20_000  # fills etcd's send buffer with fewer transactions
+                client.transaction(
+                    compare=[],
+                    success=[
+                        client.transactions.put("/cfg/cert.pem", big),
+                        client.transactions.put("/nginx/nginx.conf", big),
+                    ],
+                    failure=[],
+                )
+        os.kill(run.process.pid, signal.SIGCONT)
+        final = "600" + "." * 20_000
+        wait_for(lambda: read_generation(run.target) == (final, final), 30, "the last transaction")
+    finally:
+        os.kill(run.process.pid, signal.SIGCONT)
+        stop.set()
+        thread.join()
+    revisions = live_revisions(run.log)
+    twice = sorted({r for r, after in itertools.pairwise(revisions) if after <= r})
+    assert not twice, f"revisions applied in parts (live twice, or out of order): {twice}"
+    mixed = {(a[:5], b[:5]) for a, b in seen if a != b}
+    assert not mixed, f"a reader saw one prefix ahead of the other: {sorted(mixed)[:5]}"
+    print(f"FIGURE a backlog of 600 across two prefixes: {len(revisions)} generations, none in parts")
+
+
+def test_a_role_that_may_read_each_prefix_but_not_between_them_gets_a_watcher_each(
+    tmp_path: Path, auth_etcd: EtcdServer
+) -> None:
+    """alice may read /cfg/ and /nginx/, not the keys between: the covering watch is refused, each
+    prefix is watched on its own, with one warning that says what that costs."""
+    nginx = auth_pb2.Permission(permType=auth_pb2.Permission.READ, key=b"/nginx/", range_end=b"/nginx0")
+    with auth_etcd.client() as client:
+        request = etcdrpc.AuthRoleGrantPermissionRequest(name="reader", perm=nginx)
+        etcdrpc.AuthStub(client.channel).RoleGrantPermission(request, metadata=client.metadata)
+    auth_etcd.put(("/cfg/cert.pem", "0"), ("/nginx/nginx.conf", "0"), ("/k/between", "not for alice"))
+    run = Run(tmp_path, auth_etcd)
+    try:
+        run.start("--signal=SIGHUP", NGINX, env=run.env(ETCD_USERNAME="alice", ETCD_PASSWORD=ALICE_PASSWORD))
+        assert run.wait_started()["files"] == {"a": "1", "cert.pem": "0", "nginx/nginx.conf": "0"}
+        for n in range(1, 4):
+            auth_etcd.put(("/cfg/cert.pem", str(n)), ("/nginx/nginx.conf", str(n)))
+            record = run.wait_signals(n)[-1]
+            assert record["files"] == {"a": "1", "cert.pem": str(n), "nginx/nginx.conf": str(n)}
+        assert run.log.count("the role may read each prefix but not the range that covers them") == 1
+        assert "not for alice" not in run.log and ALICE_PASSWORD not in run.log
+    finally:
+        run.stop()
