@@ -1,8 +1,9 @@
 """A child for end-to-end tests: records its start and every signal, with what it reads at that moment.
 
 Usage: child_recorder.py TARGET RECORD_FILE. Each record is one JSON line:
-{"event": "start"|"SIGHUP"|..., "pid": ..., "files": {path: text}, "env": [names]}.
-The files are read through ``..data`` resolved once, as a careful reader would. SIGTERM records and
+{"event": "start"|"SIGHUP"|..., "pid": ..., "at": time, "files": {path: text}, "env": [names]}.
+The files are read through ``..data`` resolved once, as a careful reader would ("files" is null if
+that generation went away while it was read). SIGTERM records and
 exits with $CHILD_TERM_EXIT (default 0). $CHILD_SETUP_DELAY (seconds) delays taking signals (and the
 "start" record), as a program that sets its handlers late: until then a signal has its default action.
 """
@@ -16,24 +17,38 @@ import time
 target, record_path = sys.argv[1], sys.argv[2]
 
 
-def read_generation() -> dict[str, str]:
+def read_generation() -> dict[str, str] | None:
     data = os.path.join(target, "..data")
     try:
         root = os.path.join(target, os.readlink(data))
     except OSError:
         return {}
     files = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as handle:
-                files[os.path.relpath(path, root)] = handle.read().decode("utf-8", "replace")
+    try:
+        for dirpath, _dirs, names in os.walk(root, onerror=gone):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                with open(path, "rb") as handle:
+                    files[os.path.relpath(path, root)] = handle.read().decode("utf-8", "replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     return files
+
+
+def gone(error: OSError) -> None:
+    """os.walk would skip a directory it cannot list: a read of a generation that went away is none."""
+    raise error
 
 
 def record(event: str) -> None:
     line = json.dumps(
-        {"event": event, "pid": os.getpid(), "files": read_generation(), "env": sorted(os.environ)}
+        {
+            "event": event,
+            "pid": os.getpid(),
+            "at": time.time(),
+            "files": read_generation(),
+            "env": sorted(os.environ),
+        }
     )
     with open(record_path, "a") as handle:
         handle.write(line + "\n")

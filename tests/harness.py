@@ -83,6 +83,7 @@ class Run:
         self.records = tmp_path / "records.jsonl"
         self.stderr_path = tmp_path / f"dispenser-{time.monotonic_ns()}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.prefixes = ["--prefix=/cfg"]  # what it projects
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
@@ -103,7 +104,7 @@ class Run:
         argv = [
             *(wrapper or []),
             program or console_script(),
-            "--prefix=/cfg",
+            *self.prefixes,
             f"--target={self.target}",
             "--log-level=debug",
             *flags,
