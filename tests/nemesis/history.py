@@ -10,6 +10,7 @@ committed, with no unknown in it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import os
@@ -25,8 +26,8 @@ from pyetcd import etcdrpc
 PREFIX = "/cfg/"
 MARKER = "/nemesis/last"
 # Leaves only: no path is a directory of another, so every key is projected and the files are etcd's
-# state exactly.
-PATHS = ["k0", "k1", "k2", "k3", "d/k4", "d/k5", "d/e/k6", "d/e/k7", "x/y/z/k8", "big"]
+# state exactly. Under two prefixes (/cfg/a/ and /cfg/b/), which one dispenser projects as two.
+PATHS = ["a/k0", "a/k1", "a/d/k4", "a/d/e/k6", "a/big", "b/k2", "b/k3", "b/d/k5", "b/d/e/k7", "b/x/y/z/k8"]
 OUTSIDE = "/elsewhere/untouched"
 
 
@@ -72,6 +73,7 @@ class Writer:
         self.history = History()
         self.number = 0
         self.stopping = threading.Event()
+        self._client: Any = None  # kept: with authentication on, each new client costs a bcrypt
 
     def start_state(self) -> None:
         with self.etcd.client() as client:
@@ -96,7 +98,7 @@ class Writer:
             if self.random.random() < 0.25:
                 changes[path] = None
             else:
-                size = self.random.choice([0, 1, 10, 100, 1000, 100_000 if path == "big" else 2000])
+                size = self.random.choice([0, 1, 10, 100, 1000, 300_000 if path.endswith("big") else 2000])
                 changes[path] = (
                     self.random.randbytes(size // 2 + 1).hex()[:size].encode()
                 )  # (text: the children record text)
@@ -129,18 +131,26 @@ class Writer:
         request = etcdrpc.TxnRequest(compare=[compare], success=ops)
         revision = None
         try:
-            with self.etcd.client() as client:
-                response = client.kvstub.Txn(request, 2.0, metadata=client.metadata)
-                if not response.succeeded:
-                    raise AssertionError(f"transaction {number}: the marker moved under the writer")
-                revision = int(response.header.revision)
+            if self._client is None:
+                self._client = self.etcd.client()
+            response = self._client.kvstub.Txn(request, 2.0, metadata=self._client.metadata)
+            if not response.succeeded:
+                raise AssertionError(f"transaction {number}: the marker moved under the writer")
+            revision = int(response.header.revision)
         except AssertionError:
             raise
         except Exception:
+            self.close()
             revision = self._resolve(number)
         if revision is not None:
             self.number = number
             self.history.committed(revision, time.time(), changes)
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
 
     def _resolve(self, number: int) -> int | None:
         """An outcome the client did not see: the marker says (retried until a member answers)."""
@@ -172,13 +182,18 @@ def read_target(target: Path) -> tuple[float, float, dict[str, bytes]] | None:
         root = target / os.readlink(target / "..data")
         until = time.time()
         files = {}
-        for directory, _dirs, names in os.walk(root):
+        for directory, _dirs, names in os.walk(root, onerror=_gone):
             for name in names:
                 path = Path(directory) / name
                 files[str(path.relative_to(root))] = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
     return at, until, files
+
+
+def _gone(error: OSError) -> None:
+    """os.walk would skip a directory it cannot list: a generation that went away mid-read is no read."""
+    raise error
 
 
 class Readers:
@@ -219,6 +234,7 @@ class Readers:
 class Anomaly:
     who: str
     what: str
+    at: float | None = None  # when the read that shows it was made
 
 
 def check_records(history: History, who: str, records: list[dict[str, Any]]) -> list[Anomaly]:
@@ -227,12 +243,15 @@ def check_records(history: History, who: str, records: list[dict[str, Any]]) -> 
     anomalies = []
     floor: dict[int, int] = {}
     for record in records:
+        if record["files"] is None:  # its generation went away while it was read: no read
+            continue
         positions = index.get(fingerprint({p: t.encode() for p, t in record["files"].items()}))
         low = floor.get(record["pid"], 0)
         later = [p for p in positions or () if p >= low]
         if not later:
             what = "is none of etcd's states" if not positions else "went back"
-            anomalies.append(Anomaly(f"{who}/child {record['pid']}", f"a read on {record['event']} {what}"))
+            reader = f"{who}/child {record['pid']}"
+            anomalies.append(Anomaly(reader, f"a read on {record['event']} {what}", record["at"]))
             continue
         floor[record["pid"]] = later[0]
     return anomalies
@@ -255,13 +274,17 @@ def check(history: History, reads: list[Read]) -> tuple[list[Anomaly], dict[str,
             floor[dispenser] = max(floor.get(dispenser, 0), heapq.heappop(pending)[1])
         positions = index.get(read.fingerprint)
         if not positions:
-            anomalies.append(Anomaly(read.who, f"a read at {read.at:.3f} is none of etcd's states"))
+            anomalies.append(Anomaly(read.who, f"a read at {read.at:.3f} is none of etcd's states", read.at))
             continue
         low = floor.get(dispenser, 0)
         later = [p for p in positions if p >= low]
         if not later:
             anomalies.append(
-                Anomaly(read.who, f"a read at {read.at:.3f} went back to state {positions[-1]} after {low}")
+                Anomaly(
+                    read.who,
+                    f"a read at {read.at:.3f} went back to state {positions[-1]} after {low}",
+                    read.at,
+                )
             )
             continue
         heapq.heappush(pending, (read.until, later[0]))
