@@ -1,11 +1,13 @@
 """The nemesis's history: a writer of random transactions whose every outcome is known exactly, readers
 of the targets, and the checker of every read against etcd's states.
 
-Each transaction is conditional on a marker key outside the prefix holding the previous transaction's
-number, and sets it to its own: a transaction whose client timed out is resolved afterwards by reading
-the marker (it committed if and only if the marker holds its number, at the marker's revision), and no
-later transaction can commit between. So the history is a line of states, one per revision that
-committed, with no unknown in it.
+Each transaction is conditional on a marker key outside the prefix not having changed since the
+previous transaction (its mod revision), and sets it to its own number. A timed-out transaction may
+still commit later (its proposal waits in a leader's log through a partition), so it is settled by a
+fence: the marker put again on the same condition. If the fence commits, the transaction never can;
+if it does not, the marker shows the transaction committed, at the marker's revision. No later
+transaction can commit between. So the history is a line of states, one per revision that committed,
+with no unknown in it.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ class Writer:
         self.random = random.Random(seed)
         self.history = History()
         self.number = 0
+        self.marker_revision = 0  # the marker's mod revision: every transaction is conditional on it
         self.stopping = threading.Event()
+        self.failure: BaseException | None = None  # the writer stopped: the rest of the run is void
         self._client: Any = None  # kept: with authentication on, each new client costs a bcrypt
 
     def start_state(self) -> None:
@@ -80,15 +84,18 @@ class Writer:
             ops = [client.transactions.put(MARKER, "0")] + [
                 client.transactions.delete(PREFIX + p) for p in PATHS
             ]
-            response = client.transaction(compare=[], success=ops, failure=[])
-            revision = int(client.get_response(MARKER).header.revision)
-        del response
-        self.history.committed(revision, time.time(), {})
+            _succeeded, _responses = client.transaction(compare=[], success=ops, failure=[])
+            self.marker_revision = int(client.get_response(MARKER).kvs[0].mod_revision)
+        self.history.committed(self.marker_revision, time.time(), {})
 
     def run(self) -> None:
-        while not self.stopping.is_set():
-            self.step()
-            self.stopping.wait(self.random.uniform(0.0, 0.05))
+        try:
+            while not self.stopping.is_set():
+                self.step()
+                self.stopping.wait(self.random.uniform(0.0, 0.05))
+        except BaseException as error:
+            self.failure = error
+            self.stopping.set()
 
     def _changes(self) -> dict[str, bytes | None]:
         if self.random.random() < 0.1:
@@ -122,13 +129,7 @@ class Writer:
                 ops.append(etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key)))
             else:
                 ops.append(etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value)))
-        compare = etcdrpc.Compare(
-            key=MARKER.encode(),
-            result=etcdrpc.Compare.EQUAL,
-            target=etcdrpc.Compare.VALUE,
-            value=str(self.number).encode(),
-        )
-        request = etcdrpc.TxnRequest(compare=[compare], success=ops)
+        request = etcdrpc.TxnRequest(compare=[self._unmoved()], success=ops)
         revision = None
         try:
             if self._client is None:
@@ -136,7 +137,7 @@ class Writer:
             response = self._client.kvstub.Txn(request, 2.0, metadata=self._client.metadata)
             if not response.succeeded:
                 raise AssertionError(f"transaction {number}: the marker moved under the writer")
-            revision = int(response.header.revision)
+            revision = self.marker_revision = int(response.header.revision)
         except AssertionError:
             raise
         except Exception:
@@ -146,6 +147,14 @@ class Writer:
             self.number = number
             self.history.committed(revision, time.time(), changes)
 
+    def _unmoved(self) -> etcdrpc.Compare:
+        return etcdrpc.Compare(
+            key=MARKER.encode(),
+            result=etcdrpc.Compare.EQUAL,
+            target=etcdrpc.Compare.MOD,
+            mod_revision=self.marker_revision,
+        )
+
     def close(self) -> None:
         if self._client is not None:
             with contextlib.suppress(Exception):
@@ -153,17 +162,31 @@ class Writer:
             self._client = None
 
     def _resolve(self, number: int) -> int | None:
-        """An outcome the client did not see: the marker says (retried until a member answers)."""
+        """An outcome the client did not see, settled for good by a fence (the module's text); retried
+        until a member answers. The revision the transaction committed at, or None."""
         self.history.unknown += 1
+        fence = etcdrpc.TxnRequest(
+            compare=[self._unmoved()],
+            success=[
+                etcdrpc.RequestOp(
+                    request_put=etcdrpc.PutRequest(key=MARKER.encode(), value=str(self.number).encode())
+                )
+            ],
+            failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=MARKER.encode()))],
+        )
         while True:
             try:
                 with self.etcd.client() as client:
-                    value, meta = client.get(MARKER)
-                    if value == str(number).encode():
-                        return int(meta.mod_revision)
-                    return None
+                    response = client.kvstub.Txn(fence, 2.0, metadata=client.metadata)
+                break
             except Exception:
                 time.sleep(0.2)
+        if response.succeeded:  # fenced: the transaction is dead
+            self.marker_revision = int(response.header.revision)
+            return None
+        marker = response.responses[0].response_range.kvs[0]  # moved: by the transaction, or a fence
+        self.marker_revision = int(marker.mod_revision)  # that timed out but committed
+        return self.marker_revision if marker.value == str(number).encode() else None
 
 
 @dataclass

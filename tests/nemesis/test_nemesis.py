@@ -173,7 +173,7 @@ def run_under_faults(
         readers.start()
         for thread in threads:
             thread.start()
-        time.sleep(SECONDS)
+        writer.stopping.wait(SECONDS)  # set early only if the writer failed
     finally:
         nemesis.stopping.set()
         threads[1].join() if threads[1].is_alive() else None
@@ -182,6 +182,8 @@ def run_under_faults(
         writer.close()
     healed, late = time.time(), []
     try:
+        if writer.failure is not None:  # every read after it would be an anomaly: say why instead
+            raise AssertionError(f"the writer stopped: {writer.failure}") from writer.failure
         final = fingerprint(dict(writer.history.current.items()))
         for name, run in runs.items():
             try:
@@ -211,7 +213,10 @@ def staleness_by_fault(
         kind = next((k for began, ended, k in reversed(faults) if began <= at <= ended + 10), "none")
         taken.setdefault(kind, []).append(took)
     return {
-        kind: (max(times), statistics.quantiles(times, n=100)[98] if len(times) > 1 else times[0])
+        kind: (
+            max(times),
+            statistics.quantiles(times, n=100, method="inclusive")[98] if len(times) > 1 else times[0],
+        )
         for kind, times in taken.items()
     }
 
