@@ -15,8 +15,8 @@ among them.
   sent; ``dispenser_last_sync_timestamp_seconds`` takes that moment.
 - **Behind**: once the files hold R, they are confirmed as of the same moment.
 - **Stuck**: a modification that etcd showed at the previous check has still not come through the
-  watch. The watch is ended and resumed (elsewhere, with several endpoints) from the last revision it
-  delivered + 1.
+  watch. The watch is ended; the source reads the prefix anew (elsewhere, with several endpoints)
+  and watches from there, since a wedged proxy may hang every watch while its reads work.
 - **No answer** (no leader, no permission, a timeout): the watch is ended as a failure of etcd; the
   source logs it and retries.
 

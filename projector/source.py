@@ -20,7 +20,10 @@ backoff against the next endpoint, and the watch resumes from the last delivered
 compacted revision, or a snapshot cut short by compaction, starts a new snapshot; the receiver diffs
 it against what it has, so keys deleted meanwhile go away too. A member that loses its leader ends our
 watch (we require one), and the freshness thread (``_confirm``) ends a watch that the check
-(:class:`~.freshness.Freshness`) finds stuck, without an answer, or refused for a lost permission.
+(:class:`~.freshness.Freshness`) finds stuck, without an answer, or refused for a lost permission. A
+watch that is stuck, or not created in time, while etcd answered is followed by a new snapshot, as
+Kubernetes' reflector lists again: etcd's grpc-proxy can wedge every watch while its reads still work
+(etcd #19296: a void token, then a restart of etcd), and the files then keep up by reading.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pyetcd import etcdrpc
 
 from .batches import Batch, Confirmation, Position
 from .connection import CALL_TIMEOUT, Connection, each_readable, prefix_end, read_prefixes
-from .freshness import Freshness
+from .freshness import Freshness, Stuck
 from .gathering import Gathering
 from .metrics import Metrics
 from .outage import Outage
@@ -66,6 +69,10 @@ class Uncovered(PermissionError):
 
 class Compacted(Exception):
     """The revision we need is gone from etcd's history: take a new snapshot."""
+
+
+class Unanswered(ConnectionError):
+    """etcd, or a proxy, did not create the watch in time."""
 
 
 class Source:
@@ -118,6 +125,8 @@ class Source:
                 self.revision = None
             except Exception as exc:
                 self._failed(exc)
+                if isinstance(exc, Stuck | Unanswered):  # reads may work where watches do not: read anew
+                    self.revision = None
                 self.stopping.wait(self._backoff.next() * random.uniform(0.5, 1.0))
             finally:
                 self.live = None
@@ -218,7 +227,7 @@ class Source:
         self._stream = stream
         # The watch has no deadline of its own; its creation must not wait forever either (a proxy may
         # hang on a member that hangs, while it answers keepalive pings itself).
-        unanswered = ConnectionError(f"etcd did not create the watch within {CALL_TIMEOUT:g} s")
+        unanswered = Unanswered(f"etcd did not create the watch within {CALL_TIMEOUT:g} s")
         deadline = threading.Timer(CALL_TIMEOUT, self._cancel, (unanswered,))
         deadline.start()
         try:

@@ -18,6 +18,7 @@ import pytest
 from etcd_auth import ALICE_PASSWORD, enable_auth
 from etcd_server import EtcdCluster, EtcdServer, GrpcProxy, Member, free_port
 from harness import Run, metric, wait_for
+from pyetcd import etcdrpc
 from test_freshness import advancing
 
 MIB = 1024 * 1024
@@ -168,3 +169,38 @@ def test_a_hung_member_behind_the_proxy(tmp_path: Path) -> None:
         finally:
             run.stop()
     print(f"FIGURE a hung member behind the proxy: the change arrived {took:.1f} s after the freeze")
+
+
+def test_a_proxy_whose_watches_hang_after_a_token_expired(tmp_path: Path) -> None:
+    """etcd's grpc-proxy (3.4 to 3.6, etcd #19296, #19033) shares one stream to etcd among its
+    watchers, opened with the first one's token. Once that token is void (its TTL, a password change)
+    and etcd restarts, the proxy resumes its watches on a new stream with that token: every watch, the
+    open ones and any made later, hangs until the proxy restarts. Its reads still work: the dispenser
+    reads the prefix anew after its watch failed, so the files keep up."""
+    with EtcdServer(tmp_path / "etcd-data").running() as etcd:
+        etcd.put(("/cfg/a", "1"))
+        enable_auth(etcd)
+        with GrpcProxy(etcd, tmp_path / "proxy").running() as proxy:
+            run = Run(tmp_path, etcd)
+            try:
+                env = through(run, proxy, ETCD_USERNAME="alice", ETCD_PASSWORD=ALICE_PASSWORD)
+                run.start("--signal=SIGHUP", "--confirm-interval=1s", env=env)
+                assert run.wait_started()["files"] == {"a": "1"}
+                void_tokens(etcd)  # the token the proxy's stream to etcd was opened with, among them
+                etcd.put(("/cfg/a", "2"))
+                assert run.wait_signals(1)[-1]["files"] == {"a": "2"}  # (the open watch still works)
+                etcd.restart()
+                etcd.put(("/cfg/a", "3"))
+                assert run.wait_signals(2, timeout=40)[-1]["files"] == {"a": "3"}
+                run.wait_log("did not create the watch", timeout=20)  # the proxy is wedged, and
+                etcd.put(("/cfg/a", "4"))
+                assert run.wait_signals(3, timeout=40)[-1]["files"] == {"a": "4"}  # still, we keep up
+            finally:
+                run.stop()
+
+
+def void_tokens(etcd: EtcdServer) -> None:
+    """Every token of alice void at once, as their TTL would: a change of her password to the same."""
+    with etcd.client() as client:
+        request = etcdrpc.AuthUserChangePasswordRequest(name="alice", password=ALICE_PASSWORD)
+        etcdrpc.AuthStub(client.channel).UserChangePassword(request, 5.0, metadata=client.metadata)
