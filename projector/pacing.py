@@ -55,7 +55,8 @@ class Backoff:
 
 
 class Retry:
-    """When to try a failed write again: after 0.5 s, doubling up to 30 s, until one succeeds."""
+    """When to try a failed write again: after 0.5 s, doubling with each failed retry up to 30 s, until
+    one succeeds."""
 
     FIRST = 0.5
     MOST = 30.0
@@ -69,6 +70,11 @@ class Retry:
         return self._at is not None
 
     def failed(self) -> None:
+        """A write failed. Only a failed retry puts the next one further off: a write tried early for
+        a new change leaves the retry as planned (a stream of changes into a full disk would else
+        push it to the longest delay in a moment, and the files would wait that long once it frees)."""
+        if self._at is not None and time.monotonic() < self._at:
+            return
         self._at = time.monotonic() + self._backoff.next()
 
     def succeeded(self) -> None:

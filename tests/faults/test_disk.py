@@ -53,6 +53,26 @@ def test_disk_full_keeps_the_live_generation_and_recovers(run: Run, small_disk: 
     assert "writing the target works again" in run.log
 
 
+def test_changes_into_a_full_disk_do_not_put_the_retry_off(run: Run, small_disk: Path) -> None:
+    """Twenty changes while the disk is full are twenty failed writes, but not twenty failed retries:
+    the retry stays within its schedule (0.5 s, then 1 s, ...), and the last change goes live soon
+    after the disk is freed, with no further change from etcd."""
+    run.etcd.put(("/cfg/a", "0"))
+    run.start("--signal=SIGHUP")
+    run.wait_started()
+    filler = small_disk / "filler"
+    filler.write_bytes(bytes(960 * KIB))  # (the rest: less than one more file)
+    for n in range(1, 21):
+        run.etcd.put(("/cfg/a", f"{n}" + "x" * 100 * KIB))
+        time.sleep(0.01)
+    run.wait_log("writing the target still fails")
+    filler.unlink()
+    began = time.monotonic()
+    record = run.wait_signals(1, timeout=10)[-1]  # (put off, the retry would wait 30 s)
+    assert record["files"]["a"].startswith("20x")
+    print(f"FIGURE twenty changes into a full disk: live {time.monotonic() - began:.1f} s after it was freed")
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
 def test_permission_denied_keeps_the_live_generation_and_recovers(run: Run) -> None:
     # Root ignores permission bits; without CAP_DAC_OVERRIDE and CAP_FOWNER it is bound by them.
