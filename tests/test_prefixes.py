@@ -4,12 +4,14 @@ prefixes' keys through compaction and a member restart."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from etcd_auth import ALICE_PASSWORD
@@ -30,28 +32,35 @@ def read_generation(target: Path) -> tuple[str, str] | None:
         return None
 
 
-def test_a_transaction_across_two_prefixes_is_one_generation_and_one_signal(run: Run) -> None:
-    run.etcd.put(("/cfg/cert.pem", "0"), ("/nginx/nginx.conf", "0"))
-    run.start("--signal=SIGHUP", NGINX)
-    assert run.wait_started()["files"] == {"cert.pem": "0", "nginx/nginx.conf": "0"}
+@contextlib.contextmanager
+def reading(target: Path) -> Iterator[set[tuple[str, str]]]:
+    """Every distinct pair a reader resolving ``..data`` saw in the target while the block ran."""
     seen: set[tuple[str, str]] = set()
     stop = threading.Event()
 
     def reader() -> None:
         while not stop.is_set():
-            if (pair := read_generation(run.target)) is not None:
+            if (pair := read_generation(target)) is not None:
                 seen.add(pair)
 
     thread = threading.Thread(target=reader)
     thread.start()
     try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_a_transaction_across_two_prefixes_is_one_generation_and_one_signal(run: Run) -> None:
+    run.etcd.put(("/cfg/cert.pem", "0"), ("/nginx/nginx.conf", "0"))
+    run.start("--signal=SIGHUP", NGINX)
+    assert run.wait_started()["files"] == {"cert.pem": "0", "nginx/nginx.conf": "0"}
+    with reading(run.target) as seen:
         for n in range(1, 31):
             run.etcd.put(("/cfg/cert.pem", str(n)), ("/nginx/nginx.conf", str(n)))
             record = run.wait_signals(n)[-1]
             assert record["files"] == {"cert.pem": str(n), "nginx/nginx.conf": str(n)}
-    finally:
-        stop.set()
-        thread.join()
     time.sleep(0.3)
     assert len(run.signals()) == 30
     mixed = {pair for pair in seen if pair[0] != pair[1]}
@@ -130,18 +139,9 @@ def test_a_backlog_across_prefixes_is_applied_one_whole_transaction_at_a_time(ru
     run.etcd.put(("/cfg/cert.pem", "0"), ("/nginx/nginx.conf", "0"))
     run.start("--signal=SIGHUP", NGINX)
     run.wait_started()
-    seen: set[tuple[str, str]] = set()
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            if (pair := read_generation(run.target)) is not None:
-                seen.add(pair)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
     assert run.process is not None
-    try:
+    with reading(run.target) as seen, contextlib.ExitStack() as resume:
+        resume.callback(os.kill, run.process.pid, signal.SIGCONT)
         os.kill(run.process.pid, signal.SIGSTOP)
         with run.etcd.client() as client:
             for n in range(1, 601):
@@ -157,10 +157,6 @@ def test_a_backlog_across_prefixes_is_applied_one_whole_transaction_at_a_time(ru
         os.kill(run.process.pid, signal.SIGCONT)
         final = "600" + "." * 20_000
         wait_for(lambda: read_generation(run.target) == (final, final), 30, "the last transaction")
-    finally:
-        os.kill(run.process.pid, signal.SIGCONT)
-        stop.set()
-        thread.join()
     revisions = live_revisions(run.log)
     twice = sorted({r for r, after in itertools.pairwise(revisions) if after <= r})
     assert not twice, f"revisions applied in parts (live twice, or out of order): {twice}"
