@@ -46,6 +46,7 @@ class History:
 
     states: list[tuple[int, float, bytes]] = field(default_factory=list)
     current: dict[str, bytes] = field(default_factory=dict)
+    files: list[dict[str, bytes]] = field(default_factory=list)  # each state's files (values shared)
     transactions: int = 0
     unknown: int = 0  # resolved through the marker
 
@@ -56,7 +57,30 @@ class History:
             else:
                 self.current[path] = value
         self.states.append((revision, at, fingerprint(self.current)))
+        self.files.append(dict(self.current))
         self.transactions += 1
+
+    def nearest(self, files: dict[str, bytes], at: float) -> str:
+        """How a read that is none of etcd's states differs from the nearest one committed within a
+        second of ``at`` (the fewest paths apart), and which state each differing value read is from."""
+        around = [p for p, (_r, committed, _f) in enumerate(self.states) if abs(committed - at) <= 1]
+        if not around:
+            return "no state committed within a second of the read"
+
+        def apart(position: int) -> set[str]:
+            state = self.files[position]
+            return {path for path in state.keys() | files.keys() if state.get(path) != files.get(path)}
+
+        best = min(around, key=lambda position: len(apart(position)))
+        lines = [f"nearest: state {best} (revision {self.states[best][0]}), apart in:"]
+        for path in sorted(apart(best)):
+            value = files.get(path)
+            order = [*range(best, -1, -1), *range(best + 1, len(self.files))]  # back first, then on
+            was = next((p for p in order if self.files[p].get(path) == value), None)
+            source = "no state" if was is None else f"state {was} (revision {self.states[was][0]})"
+            read = "absent" if value is None else f"{len(value)} bytes"
+            lines.append(f"  {path}: read {read}, as in {source}")
+        return "\n".join(lines)
 
     def index(self) -> dict[bytes, list[int]]:
         """Fingerprint -> the positions in ``states`` where etcd held it."""
@@ -258,6 +282,7 @@ class Anomaly:
     who: str
     what: str
     at: float | None = None  # when the read that shows it was made
+    detail: str = ""  # how the read differs from etcd's nearest state, where the read's files are known
 
 
 def check_records(history: History, who: str, records: list[dict[str, Any]]) -> list[Anomaly]:
@@ -274,7 +299,9 @@ def check_records(history: History, who: str, records: list[dict[str, Any]]) -> 
         if not later:
             what = "is none of etcd's states" if not positions else "went back"
             reader = f"{who}/child {record['pid']}"
-            anomalies.append(Anomaly(reader, f"a read on {record['event']} {what}", record["at"]))
+            files = {path: text.encode() for path, text in record["files"].items()}
+            detail = history.nearest(files, record["at"])
+            anomalies.append(Anomaly(reader, f"a read on {record['event']} {what}", record["at"], detail))
             continue
         floor[record["pid"]] = later[0]
     return anomalies

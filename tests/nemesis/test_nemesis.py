@@ -135,10 +135,14 @@ def test_random_faults_under_random_transactions(tmp_path: Path, cluster: EtcdCl
     )
     for kind, (most, p99) in sorted(stale.items()):
         print(f"NEMESIS staleness under {kind!r}: max {most:.2f} s, p99 {p99:.2f} s")
+    for name in sorted(seen):  # which dispenser it was: the members', or the proxy's
+        most, p99 = staleness_by_fault([], staleness(history, seen[name]))["none"]
+        print(f"NEMESIS staleness of {name!r}: max {most:.2f} s, p99 {p99:.2f} s")
     for anomaly in anomalies[:10]:
         print(f"ANOMALY {anomaly.who}: {anomaly.what}")
     if anomalies:
         print(history_around(history, nemesis.log, anomalies[0].at))
+        print(anomalies[0].detail)
     assert not anomalies, f"seed {seed}: {len(anomalies)} anomalies, first: {anomalies[0]}"
 
 
