@@ -4,6 +4,7 @@ watch that half-closes would show: it would never see a change."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -94,8 +95,11 @@ def test_large_values_through_the_proxy(run: Run, proxy: GrpcProxy) -> None:
     assert run.files() == values
 
 
-def test_auth_through_the_proxy(tmp_path: Path) -> None:
-    with EtcdServer(tmp_path / "etcd-data", ["--auth-token-ttl=2"]).running() as etcd:
+@contextlib.contextmanager
+def alice_through_a_proxy(tmp_path: Path, *etcd_flags: str) -> Iterator[tuple[EtcdServer, Run]]:
+    """etcd with /cfg/a = 1 and authentication on, a proxy in front, and a dispenser through it as
+    alice (who may read only /cfg/), checking every second; stopped after the block."""
+    with EtcdServer(tmp_path / "etcd-data", list(etcd_flags)).running() as etcd:
         etcd.put(("/cfg/a", "1"), ("/secret/other", "not for alice"))
         enable_auth(etcd)
         with GrpcProxy(etcd, tmp_path / "proxy").running() as proxy:
@@ -104,15 +108,20 @@ def test_auth_through_the_proxy(tmp_path: Path) -> None:
                 env = through(run, proxy, ETCD_USERNAME="alice", ETCD_PASSWORD=ALICE_PASSWORD)
                 run.start("--signal=SIGHUP", "--confirm-interval=1s", env=env)
                 assert run.wait_started()["files"] == {"a": "1"}
-                etcd.put(("/cfg/a", "2"))
-                assert run.wait_signals(1)[-1]["files"] == {"a": "2"}
-                time.sleep(3)  # the token (TTL 2 s) expires; the freshness checks renew it
-                etcd.put(("/cfg/a", "3"))
-                assert run.wait_signals(2)[-1]["files"] == {"a": "3"}
-                assert ALICE_PASSWORD not in run.log
-                assert "keeping the current files" not in run.log
+                yield etcd, run
             finally:
                 run.stop()
+
+
+def test_auth_through_the_proxy(tmp_path: Path) -> None:
+    with alice_through_a_proxy(tmp_path, "--auth-token-ttl=2") as (etcd, run):
+        etcd.put(("/cfg/a", "2"))
+        assert run.wait_signals(1)[-1]["files"] == {"a": "2"}
+        time.sleep(3)  # the token (TTL 2 s) expires; the freshness checks renew it
+        etcd.put(("/cfg/a", "3"))
+        assert run.wait_signals(2)[-1]["files"] == {"a": "3"}
+        assert ALICE_PASSWORD not in run.log
+        assert "keeping the current files" not in run.log
 
 
 def test_push_through_the_proxy(etcd: EtcdServer, proxy: GrpcProxy, tmp_path: Path) -> None:
@@ -177,26 +186,16 @@ def test_a_proxy_whose_watches_hang_after_a_token_expired(tmp_path: Path) -> Non
     and etcd restarts, the proxy resumes its watches on a new stream with that token: every watch, the
     open ones and any made later, hangs until the proxy restarts. Its reads still work: the dispenser
     reads the prefix anew after its watch failed, so the files keep up."""
-    with EtcdServer(tmp_path / "etcd-data").running() as etcd:
-        etcd.put(("/cfg/a", "1"))
-        enable_auth(etcd)
-        with GrpcProxy(etcd, tmp_path / "proxy").running() as proxy:
-            run = Run(tmp_path, etcd)
-            try:
-                env = through(run, proxy, ETCD_USERNAME="alice", ETCD_PASSWORD=ALICE_PASSWORD)
-                run.start("--signal=SIGHUP", "--confirm-interval=1s", env=env)
-                assert run.wait_started()["files"] == {"a": "1"}
-                void_tokens(etcd)  # the token the proxy's stream to etcd was opened with, among them
-                etcd.put(("/cfg/a", "2"))
-                assert run.wait_signals(1)[-1]["files"] == {"a": "2"}  # (the open watch still works)
-                etcd.restart()
-                etcd.put(("/cfg/a", "3"))
-                assert run.wait_signals(2, timeout=40)[-1]["files"] == {"a": "3"}
-                run.wait_log("did not create the watch", timeout=20)  # the proxy is wedged, and
-                etcd.put(("/cfg/a", "4"))
-                assert run.wait_signals(3, timeout=40)[-1]["files"] == {"a": "4"}  # still, we keep up
-            finally:
-                run.stop()
+    with alice_through_a_proxy(tmp_path) as (etcd, run):
+        void_tokens(etcd)  # the token the proxy's stream to etcd was opened with, among them
+        etcd.put(("/cfg/a", "2"))
+        assert run.wait_signals(1)[-1]["files"] == {"a": "2"}  # (the open watch still works)
+        etcd.restart()
+        etcd.put(("/cfg/a", "3"))
+        assert run.wait_signals(2, timeout=40)[-1]["files"] == {"a": "3"}
+        run.wait_log("did not create the watch", timeout=20)  # the proxy is wedged, and
+        etcd.put(("/cfg/a", "4"))
+        assert run.wait_signals(3, timeout=40)[-1]["files"] == {"a": "4"}  # still, we keep up
 
 
 def void_tokens(etcd: EtcdServer) -> None:
