@@ -183,8 +183,8 @@ def test_a_hung_member_behind_the_proxy(tmp_path: Path) -> None:
 def test_a_proxy_whose_watches_hang_after_a_token_expired(tmp_path: Path) -> None:
     """etcd's grpc-proxy (3.4 to 3.6, etcd #19296, #19033) shares one stream to etcd among its
     watchers, opened with the first one's token. Once that token is void (its TTL, a password change)
-    and etcd restarts, the proxy resumes its watches on a new stream with that token: every watch, the
-    open ones and any made later, hangs until the proxy restarts. Its reads still work: the dispenser
+    and etcd restarts, the proxy resumes its watches on a new stream with that token: the open ones
+    fall silent, and new ones can hang until the proxy restarts. Its reads still work: the dispenser
     reads the prefix anew after its watch failed, so the files keep up."""
     with alice_through_a_proxy(tmp_path) as (etcd, run):
         void_tokens(etcd)  # the token the proxy's stream to etcd was opened with, among them
@@ -193,9 +193,9 @@ def test_a_proxy_whose_watches_hang_after_a_token_expired(tmp_path: Path) -> Non
         etcd.restart()
         etcd.put(("/cfg/a", "3"))
         assert run.wait_signals(2, timeout=40)[-1]["files"] == {"a": "3"}
-        run.wait_log("did not create the watch", timeout=20)  # the proxy is wedged, and
-        etcd.put(("/cfg/a", "4"))
-        assert run.wait_signals(3, timeout=40)[-1]["files"] == {"a": "4"}  # still, we keep up
+        assert "had still not come through the watch" in run.log  # the proxy's watch was wedged
+        etcd.put(("/cfg/a", "4"))  # (new watches may hang too, or work once the old stream is gone)
+        assert run.wait_signals(3, timeout=40)[-1]["files"] == {"a": "4"}
 
 
 def void_tokens(etcd: EtcdServer) -> None:
