@@ -73,9 +73,9 @@ class History:
 
         best = min(around, key=lambda position: len(apart(position)))
         lines = [f"nearest: state {best} (revision {self.states[best][0]}), apart in:"]
+        order = [*range(best, -1, -1), *range(best + 1, len(self.files))]  # back first, then on
         for path in sorted(apart(best)):
             value = files.get(path)
-            order = [*range(best, -1, -1), *range(best + 1, len(self.files))]  # back first, then on
             was = next((p for p in order if self.files[p].get(path) == value), None)
             source = "no state" if was is None else f"state {was} (revision {self.states[was][0]})"
             read = "absent" if value is None else f"{len(value)} bytes"
@@ -293,13 +293,13 @@ def check_records(history: History, who: str, records: list[dict[str, Any]]) -> 
     for record in records:
         if record["files"] is None:  # its generation went away while it was read: no read
             continue
-        positions = index.get(fingerprint({p: t.encode() for p, t in record["files"].items()}))
+        files = {path: text.encode() for path, text in record["files"].items()}
+        positions = index.get(fingerprint(files))
         low = floor.get(record["pid"], 0)
         later = [p for p in positions or () if p >= low]
         if not later:
             what = "is none of etcd's states" if not positions else "went back"
             reader = f"{who}/child {record['pid']}"
-            files = {path: text.encode() for path, text in record["files"].items()}
             detail = history.nearest(files, record["at"])
             anomalies.append(Anomaly(reader, f"a read on {record['event']} {what}", record["at"], detail))
             continue
