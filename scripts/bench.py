@@ -20,7 +20,10 @@ the number of keys to docs/benchmarks.png. Figures:
 7. start and resident memory at 100 keys: the installed package with and without ``--metrics-address``,
    the one-directory binary of scripts/build-binary, and the original; and the floor: what the named
    dependencies take, imported by an interpreter that does nothing else;
-8. what one freshness check costs etcd (and the proxy).
+8. what one freshness check costs etcd (and the proxy);
+9. what the start-grace check costs per signal;
+10. two prefixes beside one; 11. templates beside none;
+12. what each kind of request the check could make costs etcd (and the proxy), at 100 to 50,000 keys.
 
 Usage: .venv/bin/python scripts/bench.py [--quick] [--original PATH] [--ours PATH]   (etcd, etcdctl on PATH)
 """
@@ -340,6 +343,72 @@ def check_cost(keys: int, value_size: int, proxy: bool) -> dict[str, float]:
     return {name: (rates["100ms"][name] - rates["1h"][name]) / 10 for name in pids}  # 10 checks a second
 
 
+def request_costs(keys: int, proxy: bool) -> dict[str, dict[str, float]]:
+    """CPU per request of each kind over the prefix (or one key in it), sent back to back on one
+    channel: the kinds a freshness check could be made of, and a watch opened from the current
+    revision and cancelled (the cost of a probe that finds nothing to replay)."""
+    prefix = PREFIX.encode()
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    R = etcdrpc.RangeRequest
+    ranges = {
+        "range, keys only, newest modification first, limit 1 (today's check)": R(
+            key=prefix, range_end=end, keys_only=True, limit=1, sort_order=R.DESCEND, sort_target=R.MOD
+        ),
+        "range, count only": R(key=prefix, range_end=end, count_only=True),
+        "range, keys only, limit 1": R(key=prefix, range_end=end, keys_only=True, limit=1),
+        "one key, linearizable": R(key=prefix + b"0", keys_only=True),
+        "one key, serializable": R(key=prefix + b"0", keys_only=True, serializable=True),
+    }
+    with sandbox("dispenser-requests-", keys, 2048, 0, proxy) as (_work, etcd, endpoint):
+        pids = _busy(etcd, endpoint if proxy else None)
+        with grpc.insecure_channel(endpoint.split(",")[0].split("//")[-1]) as channel:
+            kv = etcdrpc.KVStub(channel)
+            costs = {}
+            for name, request in ranges.items():
+                count = 2000 if keys <= 100 or "limit 1" in name or "one key" in name else 300
+                costs[name] = _cpu_per(pids, count, functools.partial(kv.Range, request))
+            revision = kv.Range(ranges["one key, linearizable"]).header.revision
+            probe = functools.partial(_probe_watch, etcdrpc.WatchStub(channel), prefix, end, revision + 1)
+            costs["watch from the current revision, created and cancelled"] = _cpu_per(pids, 1000, probe)
+    return costs
+
+
+def _cpu_per(pids: dict[str, int], count: int, call: Callable[[], Any]) -> dict[str, float]:
+    """CPU seconds per call of each process in ``pids`` (after 20 calls to warm up)."""
+    for _ in range(20):
+        call()
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    for _ in range(count):
+        call()
+    return {name: (cpu_seconds(pid) - before[name]) / count for name, pid in pids.items()}
+
+
+def _probe_watch(stub: Any, key: bytes, end: bytes, start: int) -> None:
+    """One watch on its own stream: created, then cancelled."""
+    created = threading.Event()
+    requests: list[Any] = [
+        etcdrpc.WatchRequest(
+            create_request=etcdrpc.WatchCreateRequest(key=key, range_end=end, start_revision=start)
+        )
+    ]
+
+    def send() -> Iterator[Any]:
+        yield requests[0]
+        created.wait()
+        yield etcdrpc.WatchRequest(cancel_request=etcdrpc.WatchCancelRequest(watch_id=requests[1]))
+
+    try:
+        for response in stub.Watch(send()):
+            if response.created:
+                requests.append(response.watch_id)
+                created.set()
+            if response.canceled:
+                return
+    except grpc.RpcError:
+        if not created.is_set():
+            raise  # else: the proxy ends the stream, not the watch, once the cancel closes our side
+
+
 def _busy(etcd: EtcdServer, proxy: str | None) -> dict[str, int]:
     """The processes whose CPU time is measured: etcd, and the proxy if there is one."""
     assert etcd.member.process is not None
@@ -530,6 +599,21 @@ def main() -> None:
                     without.append(r["p50"])
                 ratio = f"{r['p50'] / without[-1]:.2f}" if templates else ""
                 emit(row(keys, templates, what, ms(r["p50"], 2), ms(r["p99"], 2), ratio))
+
+    lines += ["", "## 12. What each request a check could make costs etcd (CPU time per request)", ""]
+    lines += table("keys of 2 KiB", "path", "request", "etcd", "proxy")
+    for keys in (100, 10_000) if args.quick else (100, 10_000, 50_000):
+        for label, proxy in (("direct", False), ("through grpc-proxy", True)):
+            for request, cost in request_costs(keys, proxy).items():
+                emit(
+                    row(
+                        keys,
+                        label,
+                        request,
+                        f"{cost['etcd'] * 1000:.2f} ms",
+                        f"{cost.get('proxy', 0) * 1000:.2f} ms",
+                    )
+                )
 
     args.output.mkdir(exist_ok=True)
     write_results(args.output / "benchmarks.md", lines)
