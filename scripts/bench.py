@@ -67,6 +67,7 @@ from etcd_server import EtcdServer, GrpcProxy, free_port
 from pyetcd import etcdrpc
 
 from projector import dispositions, watchcall
+from projector.connection import prefix_end
 
 BEGIN, END = "<!-- results: written by scripts/bench.py -->", "<!-- end of results -->"
 
@@ -348,7 +349,7 @@ def request_costs(keys: int, proxy: bool) -> dict[str, dict[str, float]]:
     channel: the kinds a freshness check could be made of, and a watch opened from the current
     revision and cancelled (the cost of a probe that finds nothing to replay)."""
     prefix = PREFIX.encode()
-    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    end = prefix_end(prefix)
     R = etcdrpc.RangeRequest
     ranges = {
         "range, keys only, newest modification first, limit 1 (today's check)": R(
