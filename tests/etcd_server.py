@@ -51,18 +51,26 @@ def etcd_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
+HANDED_OUT: set[int] = set()  # ports free_port gave, perhaps not bound yet: never given twice
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, below the kernel's ephemeral range: a port the kernel hands
     out (bind to 0) can be taken by any outgoing connection before the server that is to use it binds
-    it ("address already in use"); one below the range is taken only by another server."""
+    it ("address already in use"); one below the range is taken only by another server, or by one
+    this function gave out whose server has not bound it yet (a member's client and peer ports are
+    chosen before it starts), so none is given twice."""
     choose = random.SystemRandom()
     for _attempt in range(200):
         port = choose.randrange(20000, 32768)
+        if port in HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free loopback port between 20000 and 32767")
 
