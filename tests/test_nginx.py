@@ -75,6 +75,11 @@ class Nginx:
     def master(self) -> int:
         return int((self.work / "nginx.pid").read_text())
 
+    def started(self) -> bool:
+        """Its pid file whole (nginx creates it, then writes it) and all its workers up."""
+        pid_file = self.work / "nginx.pid"
+        return pid_file.exists() and pid_file.read_text().endswith("\n") and len(self.workers()) == WORKERS
+
     def workers(self) -> list[int]:
         return [pid for pid in child_pids(self.master()) if b"worker process" in cmdline(pid)]
 
@@ -96,7 +101,7 @@ def start(run: Run, nginx: Nginx) -> tuple[bytes, bytes]:
     run.etcd.put(("/cfg/cert.pem", pair[0]), ("/cfg/key.pem", pair[1]))
     flags = ("--signal=SIGHUP", "--require=cert.pem", "--require=key.pem", readme_check())
     run.start(*flags, command=[*nginx.command(), "-g", "daemon off;"])
-    wait_for(lambda: (nginx.work / "nginx.pid").exists() and len(nginx.workers()) == WORKERS, 30, "nginx")
+    wait_for(nginx.started, 30, "nginx")
     assert nginx.served() == der(pair[0])
     return pair
 
