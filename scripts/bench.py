@@ -624,14 +624,14 @@ def main() -> None:
 def disposition_costs() -> list[tuple[str, str, str, float]]:
     """What ``dispositions.takes`` costs before each signal, for a command that catches SIGHUP (nginx's
     case: one read of /proc/<pid>/stat), one that waits in sigwaitinfo (the benchmark's and the tests'
-    children: stat, then wchan), and a real-time signal (/proc/<pid>/status)."""
+    children: stat, then the threads' wchan), and a real-time signal (/proc/<pid>/status)."""
     commands = {
         "catches it (trap)": ["sh", "-c", "trap : HUP USR1 35; while :; do sleep 1; done"],
         "waits in sigwaitinfo": [sys.executable, "-c", "import signal; signal.sigwaitinfo({signal.SIGHUP})"],
     }
     cases = [
         ("catches it (trap)", signal.SIGHUP, "SIGHUP", "stat"),
-        ("waits in sigwaitinfo", signal.SIGHUP, "SIGHUP", "stat, wchan"),
+        ("waits in sigwaitinfo", signal.SIGHUP, "SIGHUP", "stat, task list, wchan"),
         ("catches it (trap)", signal.SIGRTMIN + 1, "SIGRTMIN+1", "status"),
     ]
     processes = {label: subprocess.Popen(argv) for label, argv in commands.items()}

@@ -21,6 +21,11 @@ from projector import dispositions
 
 pytestmark = pytest.mark.skipif(not dispositions.available(), reason="no /proc/<pid>/status here")
 
+# Python lines for the commands below: every signal blocked (as a shell guards a fork), and a thread
+# that waits for SIGHUP (as a program that takes its signals in a thread of their own).
+BLOCK_ALL = "signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())"
+WAITER = "threading.Thread(target=signal.sigwaitinfo, args=((signal.SIGHUP,),), daemon=True).start()"
+
 
 def test_a_change_while_the_command_sets_up_waits_for_its_handler(run: Run) -> None:
     out = run.tmp_path / "late-handler.out"
@@ -57,6 +62,31 @@ def test_a_restarted_command_is_stopped_only_once_it_takes_sigterm(run: Run) -> 
     time.sleep(0.7)  # the new command is set up by now; nothing else changed
     assert len(run.signals("start")) == 2 and run.signals("SIGTERM") == [run.signals("SIGTERM")[0]]
     assert run.process is not None and run.process.poll() is None, run.log
+
+
+def test_a_change_while_the_command_blocks_every_signal_waits_for_its_handler(run: Run) -> None:
+    out = run.tmp_path / "guarded.out"
+    ready = run.tmp_path / "ready"
+    # What dash does around each fork, stretched to 1.5 s: every signal blocked, none handled. A signal
+    # sent then is pending, and kills the command the moment the block is lifted.
+    script = (
+        f"import signal, time; {BLOCK_ALL}; open({str(ready)!r}, 'w').close(); time.sleep(1.5); "
+        "signal.pthread_sigmask(signal.SIG_SETMASK, []); time.sleep(0.3); "
+        f"signal.signal(signal.SIGHUP, lambda *a: open({str(out)!r}, 'a').write("
+        f"open({str(run.target / 'a')!r}).read() + '\\n')); "
+        f"open({str(out)!r}, 'a').write('handling\\n')\n"
+        "while True: time.sleep(0.02)"
+    )
+    run.etcd.put(("/cfg/a", "old"))
+    run.start("--signal=SIGHUP", command=[sys.executable, "-c", script])
+    wait_for(ready.exists, 10, "the command's block")
+    run.etcd.put(("/cfg/a", "new"))  # committed while every signal is blocked
+    run.wait_log("generation")
+    wait_for(lambda: out.exists() and out.read_text().count("\n") >= 2, 10, "the command's SIGHUP")
+    time.sleep(0.5)  # a second signal would show by now
+    assert out.read_text().splitlines() == ["handling", "new"]  # one SIGHUP, after the handler
+    assert run.process is not None and run.process.poll() is None, run.log
+    assert "does not handle" not in run.log
 
 
 def test_a_command_that_never_handles_the_signal_gets_it_after_the_grace(run: Run) -> None:
@@ -101,6 +131,9 @@ def test_dispositions_show_what_a_process_catches_ignores_and_blocks(tmp_path: P
         "default": "import time; {}",
         # sigwaitinfo unblocks what it waits for while it waits: the wait itself is what shows
         "waiting": "import signal, time; {}; signal.sigwaitinfo({{signal.SIGHUP}})",
+        # Every signal blocked is how a shell guards a fork: fatal once lifted, unless a thread waits.
+        "guarding": f"import signal, time; {BLOCK_ALL}; {{}}",
+        "guarded": f"import signal, threading, time; {BLOCK_ALL}; {WAITER}; {{}}",
     }
     for kind, setup in setups.items():
         ready.unlink(missing_ok=True)
@@ -110,8 +143,9 @@ def test_dispositions_show_what_a_process_catches_ignores_and_blocks(tmp_path: P
         try:
             wait_for(ready.exists, 10, f"the {kind} process")
             time.sleep(0.2)  # into its sleep or its wait
-            assert dispositions.takes(process.pid, signal.SIGHUP) is (kind != "default"), kind
-            if kind != "waiting":  # (which signals a wait is for is not shown)
+            taken = kind not in ("default", "guarding")
+            assert dispositions.takes(process.pid, signal.SIGHUP) is taken, kind
+            if kind not in ("waiting", "guarded"):  # (which signals a wait is for is not shown)
                 assert dispositions.takes(process.pid, signal.SIGUSR2) is False, kind
                 assert dispositions.takes(process.pid, signal.SIGRTMIN) is False, kind  # from status
             assert dispositions.command_line(process.pid) == dispositions.as_command_line(argv)
