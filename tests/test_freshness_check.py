@@ -2,7 +2,9 @@
 
 The check returns a verdict that the source acts on (a confirmation, or the failure to end the watch
 with); here the test plays the source, so that the watch can be made to fall behind on purpose. etcd
-and the connection are real.
+and the connection are real. While etcd's revision does not move the check reads one key per prefix
+and keeps its last full reading: the cases below that check twice without a write show that this
+cheaper step still tells stuck, refused and a key short apart.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 from etcd_auth import ALICE_PASSWORD, enable_auth, revoke_reading
 from etcd_server import EtcdServer
+from pyetcd import etcdrpc
+from pyetcd.etcdrpc import auth_pb2
 
 from projector.batches import Confirmation, Position
 from projector.connection import Connection, is_permission
@@ -87,7 +91,7 @@ def test_a_revoked_role_ends_the_watch_as_a_permission_failure(tmp_path: Path) -
         try:
             freshness = Freshness((b"/cfg/",), 1.0)
             assert isinstance(freshness.check(connection, Position(revision, 1), revision), Confirmation)
-            revoke_reading(etcd)
+            revoke_reading(etcd)  # etcd's revision does not move: the one-key read is what is refused
             refused = freshness.check(connection, Position(revision, 1), revision)
             assert isinstance(refused, Exception) and is_permission(refused)
         finally:
@@ -109,3 +113,45 @@ def test_several_prefixes_are_read_at_one_revision_and_counted_together(etcd: Et
         assert isinstance(verdict, Confirmation) and not verdict.current
     finally:
         connection.close()
+
+
+def test_a_deletion_after_a_confirmation_is_told_apart(
+    etcd: EtcdServer, check: tuple[Freshness, Connection]
+) -> None:
+    freshness, connection = check
+    revision = etcd.put(("/cfg/a", "1"), ("/cfg/b", "2"))
+    settled = Position(revision, keys=2)
+    for _ in range(2):  # the second at an unchanged revision, from the kept reading
+        verdict = freshness.check(connection, settled, revision)
+        assert isinstance(verdict, Confirmation) and verdict.current
+    etcd.delete("/cfg/b")  # a deletion leaves no newer modification; only the count tells
+    behind = freshness.check(connection, settled, revision)
+    assert isinstance(behind, Confirmation) and not behind.current
+
+
+def test_a_lost_permission_on_the_second_prefix_is_noticed_while_etcd_stands_still(
+    tmp_path: Path,
+) -> None:
+    nginx = auth_pb2.Permission(permType=auth_pb2.Permission.READ, key=b"/nginx/", range_end=b"/nginx0")
+    with EtcdServer(tmp_path / "auth-etcd").running() as etcd:
+        revision = etcd.put(("/cfg/a", "1"), ("/nginx/n.conf", "n"))
+        enable_auth(etcd)
+        with etcd.client() as client:
+            auth = etcdrpc.AuthStub(client.channel)
+            grant = etcdrpc.AuthRoleGrantPermissionRequest(name="reader", perm=nginx)
+            auth.RoleGrantPermission(grant, metadata=client.metadata)
+            alice = config(etcd, "alice", ALICE_PASSWORD)
+            connection = Connection(alice, alice.endpoints[0])
+            try:
+                freshness = Freshness((b"/cfg/", b"/nginx/"), 1.0)
+                for _ in range(2):  # a full reading, then the kept one
+                    verdict = freshness.check(connection, Position(revision, 2), revision)
+                    assert isinstance(verdict, Confirmation) and verdict.current
+                revoke = etcdrpc.AuthRoleRevokePermissionRequest(
+                    role="reader", key=b"/nginx/", range_end=b"/nginx0"
+                )
+                auth.RoleRevokePermission(revoke, metadata=client.metadata)
+                refused = freshness.check(connection, Position(revision, 2), revision)
+                assert isinstance(refused, Exception) and is_permission(refused)
+            finally:
+                connection.close()
